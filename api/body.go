@@ -1,0 +1,133 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"mime"
+	"slices"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/promanage/promanage/core"
+)
+
+// readOnlyFields may appear in a body (a client echoing a resource back) but
+// are never applied: ids, ownership, versions and computed values are the
+// server's.
+var readOnlyFields = []string{"id", "tenant_id", "tenant", "created_by", "created_at", "updated_at",
+	"version", "etag", "overdue", "budget_summary", "progress", "state", "role"}
+
+// decodeObject reads a JSON object body into its members. Members outside
+// writable are ignored when read-only and rejected otherwise (422), so a
+// typo or a mass-assignment attempt is never silently applied.
+func decodeObject(c *fiber.Ctx, writable ...string) (map[string]json.RawMessage, error) {
+	ct := c.Get(fiber.HeaderContentType)
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
+		return nil, errf(core.EUNSUPPORTED, "the body must be application/json")
+	}
+	body := c.Body()
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, core.Invalid(core.FieldError{Field: "body", Message: "a JSON object is required"})
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil || m == nil {
+		return nil, core.Invalid(core.FieldError{Field: "body", Message: "must be a JSON object"})
+	}
+	var fields []core.FieldError
+	for k := range m {
+		if slices.Contains(writable, k) {
+			continue
+		}
+		if slices.Contains(readOnlyFields, k) {
+			delete(m, k)
+			continue
+		}
+		fields = append(fields, core.FieldError{Field: k, Message: "unknown field"})
+	}
+	if len(fields) > 0 {
+		slices.SortFunc(fields, func(a, b core.FieldError) int { return cmpString(a.Field, b.Field) })
+		return nil, core.Invalid(fields...)
+	}
+	return m, nil
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// field decodes member name of m into dst if present; present reports it.
+func field(m map[string]json.RawMessage, name string, dst any, errs *[]core.FieldError) (present bool) {
+	raw, ok := m[name]
+	if !ok {
+		return false
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		msg := "has the wrong type"
+		var ue *json.UnmarshalTypeError
+		if !asTypeError(err, &ue) && err.Error() != "" {
+			msg = err.Error()
+		}
+		*errs = append(*errs, core.FieldError{Field: name, Message: msg})
+		return false
+	}
+	return true
+}
+
+func asTypeError(err error, target **json.UnmarshalTypeError) bool {
+	e, ok := err.(*json.UnmarshalTypeError)
+	if ok {
+		*target = e
+	}
+	return ok
+}
+
+func fieldsErr(errs []core.FieldError) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return core.Invalid(errs...)
+}
+
+func pathUUID(c *fiber.Ctx, name, what string) (uuid.UUID, error) {
+	id, err := uuid.Parse(c.Params(name))
+	if err != nil {
+		// An id that cannot exist is simply not found.
+		return uuid.Nil, errf(core.ENOTFOUND, what+" not found")
+	}
+	return id, nil
+}
+
+func queryLimit(c *fiber.Ctx) (int, error) {
+	s := c.Query("limit")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > core.MaxLimit {
+		return 0, core.Invalid(core.FieldError{Field: "limit", Message: "must be an integer from 1 to 200"})
+	}
+	return n, nil
+}
+
+// ifMatch returns the version named by If-Match: 428 without it, 412 if it is
+// not an ETag this server made.
+func ifMatch(c *fiber.Ctx) (int64, error) {
+	h := c.Get(fiber.HeaderIfMatch)
+	if h == "" {
+		return 0, errf(core.EPRECONDREQ, "If-Match with the resource's ETag is required")
+	}
+	v, ok := core.ParseETag(h)
+	if !ok {
+		return 0, errf(core.EPRECONDITION, "If-Match does not match the resource's ETag")
+	}
+	return v, nil
+}

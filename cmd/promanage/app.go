@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+
+	"github.com/promanage/promanage/api"
+	"github.com/promanage/promanage/core"
+	"github.com/promanage/promanage/identity"
+	"github.com/promanage/promanage/rbac"
+	"github.com/promanage/promanage/tenant"
+)
+
+// app is the set of long-lived dependencies shared by serve, worker and dev.
+type app struct {
+	cfg         Config
+	db          *gorm.DB
+	redis       redis.UniversalClient // nil without PROMANAGE_REDIS_URL
+	registry    *tenant.Registry
+	enforcers   *rbac.Enforcers
+	invalidator *rbac.Invalidator
+	events      core.EventSink
+}
+
+// outboxConsumers are the worker's consumers; every event gets one delivery
+// row per consumer.
+var outboxConsumers = []string{"notifications"}
+
+func openApp(ctx context.Context, cfg Config) (*app, error) {
+	db, err := tenant.OpenDB(ctx, cfg.DatabaseURL, &tenant.DBOptions{MaxOpenConns: cfg.DBMaxConns})
+	if err != nil {
+		return nil, err
+	}
+	a := &app{cfg: cfg, db: db, registry: tenant.NewRegistry(db, nil), events: core.EventSink{Consumers: outboxConsumers}}
+	if cfg.RedisURL != "" {
+		opt, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("parse redis url: %w", err)
+		}
+		a.redis = redis.NewClient(opt)
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := a.redis.Ping(pctx).Err(); err != nil {
+			slog.Warn("redis does not answer yet; continuing (readiness reports it)", "err", err)
+		}
+	} else {
+		slog.Warn("PROMANAGE_REDIS_URL is not set: using in-process session cache and invalidation; run ONE replica only")
+	}
+	a.enforcers, err = rbac.NewEnforcers(db, nil)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.invalidator = &rbac.Invalidator{Redis: a.redis, Enforcers: a.enforcers, OnChange: func(uuid.UUID) { a.registry.InvalidateAll() }}
+	return a, nil
+}
+
+func (a *app) close() {
+	if a.redis != nil {
+		a.redis.Close()
+	}
+	if a.db != nil {
+		tenant.SQLDB(a.db).Close()
+	}
+}
+
+// readyChecks are the dependencies /readyz reports on.
+func (a *app) readyChecks() []api.ReadyCheck {
+	checks := []api.ReadyCheck{
+		{Name: "postgres", Check: func(ctx context.Context) error { return tenant.SQLDB(a.db).PingContext(ctx) }},
+		{Name: "kratos", Check: func(ctx context.Context) error { return httpOK(ctx, a.cfg.KratosPublicURL+"/health/ready") }},
+	}
+	if a.redis != nil {
+		checks = append(checks, api.ReadyCheck{Name: "redis", Check: func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }})
+	}
+	return checks
+}
+
+func httpOK(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", url, resp.StatusCode)
+	}
+	return nil
+}
+
+// server builds the API on the app's dependencies.
+func (a *app) server() *api.Server {
+	var cache identity.SessionCache
+	if a.redis != nil {
+		cache = identity.NewRedisCache(a.redis)
+	}
+	auth := identity.NewAuthenticator(identity.Options{KratosPublicURL: a.cfg.KratosPublicURL, Cache: cache, DB: a.db})
+	policies := &api.PolicyStore{Enforcers: a.enforcers, Notify: a.invalidator.Publish}
+	grace := time.Duration(a.cfg.TenantDeleteDays) * 24 * time.Hour
+	return api.New(api.Deps{
+		DB:        a.db,
+		Registry:  a.registry,
+		Auth:      auth,
+		Enforcers: a.enforcers,
+		Tenants:   &core.TenantService{DB: a.db, Registry: a.registry, Policies: policies, Events: a.events, DeleteGrace: grace},
+		Members:   &core.MemberService{DB: a.db, Policies: policies, Events: a.events},
+		Projects:  &core.ProjectService{DB: a.db, Events: a.events},
+		Audit:     &core.AuditService{DB: a.db},
+		Ready:     a.readyChecks(),
+	}, &api.Options{AllowedOrigins: a.cfg.origins()})
+}
+
+// checkSchema refuses to serve a database whose public schema is behind.
+func (a *app) checkSchema(ctx context.Context) error {
+	var current int
+	err := a.db.WithContext(ctx).Raw("SELECT coalesce(max(version), 0) FROM public.schema_migrations").Scan(&current).Error
+	if err != nil || current < len(tenant.PublicMigrations()) {
+		return fmt.Errorf("the database schema is not up to date: run `promanage migrate` first")
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+func (m *Main) runServe(ctx context.Context, args []string) error {
+	if _, err := m.flags("serve", args, nil); err != nil {
+		return err
+	}
+	a, err := openApp(ctx, m.Config)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if err := a.checkSchema(ctx); err != nil {
+		return err
+	}
+	return m.serveAPI(ctx, a)
+}
+
+// serveAPI serves until ctx ends, then drains in-flight requests.
+func (m *Main) serveAPI(ctx context.Context, a *app) error {
+	srv := a.server()
+	ln, err := net.Listen("tcp", m.Config.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", m.Config.HTTPAddr, err)
+	}
+	go a.invalidator.Run(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.App().Listener(ln) }()
+	slog.Info("api listening", "addr", ln.Addr().String())
+	if m.ready != nil {
+		m.ready <- ln.Addr().String()
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	slog.Info("shutting down: draining in-flight requests", "timeout", m.Config.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			return err
+		}
+	case <-time.After(time.Second):
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/promanage/promanage/api"
+	"github.com/promanage/promanage/core"
+	"github.com/promanage/promanage/tenant"
+)
+
+func (m *Main) runTenant(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("usage: promanage tenant create|list|suspend|resume|purge [flags]")
+	}
+	sub := args[0]
+	var slug, name, owner string
+	if _, err := m.flags("tenant "+sub, args[1:], func(fs *flag.FlagSet) {
+		fs.StringVar(&slug, "slug", "", "tenant slug")
+		fs.StringVar(&name, "name", "", "tenant display name (create)")
+		fs.StringVar(&owner, "owner", "", "owner's e-mail or user id; they must have signed in once (create)")
+	}); err != nil {
+		return err
+	}
+	a, err := openApp(ctx, m.Config)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if err := a.checkSchema(ctx); err != nil {
+		return err
+	}
+	switch sub {
+	case "list":
+		ts, err := a.registry.List(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SLUG\tNAME\tSTATE\tSCHEMA\tVERSION\tID")
+		for _, t := range ts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", t.Slug, t.Name, t.State, t.SchemaName, t.SchemaVersion, t.ID)
+		}
+		return tw.Flush()
+	case "create":
+		if slug == "" || owner == "" {
+			return fmt.Errorf("tenant create needs -slug and -owner")
+		}
+		ownerID, err := findUser(ctx, a.db, owner)
+		if err != nil {
+			return err
+		}
+		svc := &core.TenantService{DB: a.db, Registry: a.registry, Events: a.events,
+			Policies: &api.PolicyStore{Enforcers: a.enforcers, Notify: a.invalidator.Publish}}
+		if name == "" {
+			name = slug
+		}
+		t, err := svc.Create(ctx, core.Actor{UserID: ownerID, RequestID: "cli"}, slug, name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(m.Stdout, "created tenant %s (id %s, schema %s, version %d)\n", t.Slug, t.ID, t.SchemaName, t.SchemaVersion)
+		return nil
+	case "suspend", "resume", "purge":
+		if slug == "" {
+			return fmt.Errorf("tenant %s needs -slug", sub)
+		}
+		t, err := a.registry.BySlug(ctx, slug)
+		if err != nil {
+			return err
+		}
+		switch sub {
+		case "suspend":
+			err = a.registry.SetState(ctx, t.ID, tenant.StateSuspended)
+		case "resume":
+			err = a.registry.SetState(ctx, t.ID, tenant.StateActive)
+		case "purge":
+			err = a.registry.Purge(ctx, t.ID)
+		}
+		if err != nil {
+			return err
+		}
+		a.invalidator.Publish(ctx, t.ID)
+		fmt.Fprintf(m.Stdout, "tenant %s: %s done\n", slug, sub)
+		return nil
+	}
+	return fmt.Errorf("unknown tenant command %q", sub)
+}
+
+func findUser(ctx context.Context, db *gorm.DB, who string) (uuid.UUID, error) {
+	if id, err := uuid.Parse(who); err == nil {
+		return id, nil
+	}
+	var ids []uuid.UUID
+	if err := db.WithContext(ctx).Raw("SELECT id FROM public.users WHERE lower(email) = lower(?)", who).Scan(&ids).Error; err != nil {
+		return uuid.Nil, err
+	}
+	if len(ids) == 0 {
+		return uuid.Nil, errors.New("no user " + who + ": they must sign in once first")
+	}
+	return ids[0], nil
+}

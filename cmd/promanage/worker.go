@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/promanage/promanage/api"
+	"github.com/promanage/promanage/core"
+)
+
+func (m *Main) runWorker(ctx context.Context, args []string) error {
+	if _, err := m.flags("worker", args, nil); err != nil {
+		return err
+	}
+	a, err := openApp(ctx, m.Config)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if err := a.checkSchema(ctx); err != nil {
+		return err
+	}
+	// The worker serves its own /healthz, /readyz and /metrics.
+	metrics := api.NewMetrics(a.db)
+	health := fiber.New(fiber.Config{DisableStartupMessage: true})
+	health.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	health.Get("/readyz", func(c *fiber.Ctx) error {
+		if err := a.db.WithContext(c.UserContext()).Exec("SELECT 1").Error; err != nil {
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "checks": fiber.Map{"postgres": "unavailable"}})
+		}
+		return c.JSON(fiber.Map{"status": "ok"})
+	})
+	health.Get("/metrics", metricsHandler(metrics))
+	ln, err := net.Listen("tcp", m.Config.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	go health.Listener(ln)
+	defer health.Shutdown()
+	slog.Info("worker running", "health_addr", ln.Addr().String())
+	return a.runWorker(ctx)
+}
+
+// runWorker runs the outbox worker until ctx ends.
+func (a *app) runWorker(ctx context.Context) error {
+	w := &core.OutboxWorker{
+		DB:        a.db,
+		ListenURL: a.cfg.DatabaseURL,
+		Consumers: map[string]core.Consumer{
+			// Notification plugins of the event's tenant; with no plugins
+			// installed there is nothing to notify and the event is done.
+			"notifications": core.ConsumerFunc(func(ctx context.Context, d core.Delivery) error { return nil }),
+		},
+	}
+	return w.Run(ctx)
+}
+
+func metricsHandler(m *api.Metrics) fiber.Handler { return m.Handler() }

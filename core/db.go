@@ -1,0 +1,5 @@
+package core
+
+import "gorm.io/gorm/clause"
+
+var lockForUpdate = clause.Locking{Strength: "UPDATE"}

@@ -1,0 +1,163 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/promanage/promanage/tenant"
+)
+
+// PolicyStore keeps memberships and role grants. Its methods run in the
+// caller's transaction and return *Error values for rule violations (unknown
+// role: EINVALID, last owner: ECONFLICT, not a member: ENOTFOUND).
+// Changed is called after commit so that cached decisions are dropped on
+// every replica.
+type PolicyStore interface {
+	Seed(tx *gorm.DB, tenantID, owner uuid.UUID) error
+	SetMemberRole(tx *gorm.DB, tenantID, userID uuid.UUID, role string) (previous string, err error)
+	RemoveMember(tx *gorm.DB, tenantID, userID uuid.UUID) (previous string, err error)
+	Changed(ctx context.Context, tenantID uuid.UUID)
+}
+
+// TenantService creates and manages tenants.
+type TenantService struct {
+	DB       *gorm.DB
+	Registry *tenant.Registry
+	Policies PolicyStore
+	Events   EventSink
+	// DeleteGrace is how long a deleted tenant is kept before the purge.
+	DeleteGrace time.Duration
+}
+
+// Create provisions a tenant whose owner is the actor. It returns EINVALID
+// for a bad slug or name and ECONFLICT if the slug is taken.
+func (s *TenantService) Create(ctx context.Context, actor Actor, slug, name string) (*tenant.Tenant, error) {
+	var v Validator
+	v.Check(tenant.SlugPattern.MatchString(slug), "slug", "must match ^[a-z][a-z0-9-]{2,39}$")
+	name = strings.TrimSpace(name)
+	v.Check(name != "" && utf8.RuneCountInString(name) <= 200, "name", "must be 1-200 characters")
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	t, err := s.Registry.Provision(ctx, tenant.ProvisionParams{Slug: slug, Name: name, Seed: func(tx *gorm.DB, t *tenant.Tenant) error {
+		if err := s.Policies.Seed(tx, t.ID, actor.UserID); err != nil {
+			return err
+		}
+		sc := t.Scope()
+		if err := RecordAudit(tx, sc, actor, "tenant.create", "tenant", t.ID.String(), OutcomeSuccess, map[string]any{"slug": slug}); err != nil {
+			return err
+		}
+		_, err := s.Events.Emit(tx, t.ID, actor.UserID, EventMemberAdded, actor.UserID.String(), "",
+			map[string]any{"user_id": actor.UserID, "role": "owner"})
+		return err
+	}})
+	switch {
+	case errors.Is(err, tenant.ErrSlugTaken):
+		return nil, &Error{Code: ECONFLICT, Message: fmt.Sprintf("the slug %q is taken", slug)}
+	case errors.Is(err, tenant.ErrInvalidSlug):
+		return nil, Invalid(FieldError{Field: "slug", Message: "must match ^[a-z][a-z0-9-]{2,39}$"})
+	case err != nil:
+		return nil, err
+	}
+	return t, nil
+}
+
+// Rename changes a tenant's display name.
+func (s *TenantService) Rename(ctx context.Context, t *tenant.Tenant, actor Actor, name string) error {
+	name = strings.TrimSpace(name)
+	if name == "" || utf8.RuneCountInString(name) > 200 {
+		return Invalid(FieldError{Field: "name", Message: "must be 1-200 characters"})
+	}
+	if err := s.Registry.Rename(ctx, t.ID, name); err != nil {
+		return translateTenantErr(err)
+	}
+	return RecordAudit(s.DB.WithContext(ctx), t.Scope(), actor, "tenant.rename", "tenant", t.ID.String(), OutcomeSuccess, map[string]any{"name": name})
+}
+
+// Delete soft-deletes a tenant; the worker purges it after the grace period.
+func (s *TenantService) Delete(ctx context.Context, t *tenant.Tenant, actor Actor) error {
+	if err := RecordAudit(s.DB.WithContext(ctx), t.Scope(), actor, "tenant.delete", "tenant", t.ID.String(), OutcomeSuccess, nil); err != nil {
+		return err
+	}
+	grace := s.DeleteGrace
+	if grace <= 0 {
+		grace = 30 * 24 * time.Hour
+	}
+	if err := s.Registry.SoftDelete(ctx, t.ID, grace); err != nil {
+		return translateTenantErr(err)
+	}
+	s.Policies.Changed(ctx, t.ID)
+	return nil
+}
+
+func translateTenantErr(err error) error {
+	if errors.Is(err, tenant.ErrNotFound) {
+		return &Error{Code: ENOTFOUND, Message: "tenant not found"}
+	}
+	return err
+}
+
+// MemberService changes who belongs to a tenant.
+type MemberService struct {
+	DB       *gorm.DB
+	Policies PolicyStore
+	Events   EventSink
+}
+
+// SetRole adds a user to the tenant or changes their role. The user must
+// have signed in at least once (ENOTFOUND otherwise).
+func (s *MemberService) SetRole(ctx context.Context, sc tenant.Scope, actor Actor, userID uuid.UUID, role string) (previous string, err error) {
+	err = sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+		var n int64
+		if err := tx.Table("public.users").Where("id = ?", userID).Count(&n).Error; err != nil {
+			return err
+		}
+		if n == 0 {
+			return &Error{Code: ENOTFOUND, Message: "user not found: they must sign in once before they can be added"}
+		}
+		previous, err = s.Policies.SetMemberRole(tx, sc.ID, userID, role)
+		if err != nil {
+			return err
+		}
+		if err := RecordAudit(tx, sc, actor, "member.set_role", "member", userID.String(), OutcomeSuccess,
+			map[string]any{"role": role, "previous": previous}); err != nil {
+			return err
+		}
+		if previous == "" {
+			return s.Events.emit(tx, sc, actor, EventMemberAdded, userID.String(), map[string]any{"user_id": userID, "role": role})
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	s.Policies.Changed(ctx, sc.ID)
+	return previous, nil
+}
+
+// Remove removes a member. It returns ENOTFOUND for a non-member and
+// ECONFLICT for the last owner.
+func (s *MemberService) Remove(ctx context.Context, sc tenant.Scope, actor Actor, userID uuid.UUID) error {
+	err := sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+		prev, err := s.Policies.RemoveMember(tx, sc.ID, userID)
+		if err != nil {
+			return err
+		}
+		if err := RecordAudit(tx, sc, actor, "member.remove", "member", userID.String(), OutcomeSuccess, map[string]any{"previous": prev}); err != nil {
+			return err
+		}
+		return s.Events.emit(tx, sc, actor, EventMemberRemoved, userID.String(), map[string]any{"user_id": userID})
+	})
+	if err != nil {
+		return err
+	}
+	s.Policies.Changed(ctx, sc.ID)
+	return nil
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs the test suite against real services: PostgreSQL and Redis (which must
+# answer; .ci/run starts them), and a Kratos built from its Go module that
+# this script starts on 127.0.0.1:4533/4534 with its own database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_URL=${PROMANAGE_TEST_PG:-postgres://postgres@127.0.0.1:5432}
+export PROMANAGE_TEST_DATABASE_URL=${PROMANAGE_TEST_DATABASE_URL:-$PG_URL/promanage_test?sslmode=disable}
+export PROMANAGE_TEST_REDIS_URL=${PROMANAGE_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
+KRATOS_DSN=$PG_URL/promanage_test_kratos?sslmode=disable
+export PROMANAGE_TEST_KRATOS_URL=http://127.0.0.1:4533
+export PROMANAGE_TEST_KRATOS_ADMIN_URL=http://127.0.0.1:4534
+
+for db in promanage_test promanage_test_kratos; do
+  psql "$PG_URL/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1 \
+    || psql "$PG_URL/postgres" -qc "CREATE DATABASE $db"
+done
+
+if ! curl -sf "$PROMANAGE_TEST_KRATOS_URL/health/ready" >/dev/null; then
+  DSN=$KRATOS_DSN bin/kratos migrate sql -e --yes -c deploy/kratos/kratos.yml >/dev/null
+  mkdir -p .data
+  DSN=$KRATOS_DSN SERVE_PUBLIC_PORT=4533 SERVE_ADMIN_PORT=4534 \
+  SERVE_PUBLIC_BASE_URL=$PROMANAGE_TEST_KRATOS_URL/ SERVE_ADMIN_BASE_URL=$PROMANAGE_TEST_KRATOS_ADMIN_URL/ \
+    bin/kratos serve -c deploy/kratos/kratos.yml --dev >.data/kratos-test.log 2>&1 &
+  KRATOS_PID=$!
+  trap 'kill $KRATOS_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do
+    curl -sf "$PROMANAGE_TEST_KRATOS_URL/health/ready" >/dev/null && break
+    sleep 0.2
+  done
+  curl -sf "$PROMANAGE_TEST_KRATOS_URL/health/ready" >/dev/null || { cat .data/kratos-test.log; echo "kratos did not start"; exit 1; }
+fi
+
+if [ -x scripts/azurite.sh ] || [ -f scripts/azurite.sh ]; then
+  bash scripts/azurite.sh || echo "azurite could not be installed: the Azure conformance tests will say so"
+fi
+
+if [ "${BENCH:-}" = 1 ]; then
+  go test -run '^$' -bench . -benchmem -count=1 ./...
+  exit 0
+fi
+
+if [ -n "${PKGS:-}" ]; then # a quick subset: PKGS=./cmd/... RUN=TestX make test
+  go test -count=1 -timeout 20m ${RUN:+-run "$RUN"} $PKGS
+  exit 0
+fi
+go vet ./...
+go test -count=1 -p 2 -timeout 20m ./...
+if [ -f deploy/validate/go.mod ]; then
+  (cd deploy/validate && go test -count=1 ./...)
+fi
