@@ -1,0 +1,28 @@
+// Package plugins runs customer WebAssembly plugins: it validates and
+// compiles uploaded modules, keeps a bounded pool of sandboxed instances per
+// plugin version, dispatches validation and notification hooks to them, and
+// delivers the webhooks that notification hooks ask for.
+//
+// The contract with plugin authors (exports, memory passing, JSON shapes,
+// limits) is plugins/ABI.md; plugins/pdk implements the guest side for Go.
+//
+// What this package must never do:
+//
+//   - give a plugin a filesystem, the process environment, arguments, a
+//     socket or any host function other than promanage.log and the WASI
+//     preview1 calls a Go reactor needs (see allowedWASI);
+//   - run guest code without a context deadline and CloseOnContextDone, or
+//     without the per-instance memory cap;
+//   - reuse an instance after a call on it failed in any way (trap, timeout,
+//     exit, oversized output, memory exhaustion): it is closed and discarded;
+//   - call an instance from two goroutines at once (wazero's Function.Call is
+//     not safe for concurrent use), or share an instance between tenants'
+//     plugins (instances belong to one plugin version);
+//   - panic, or let a hostile module crash the process, whatever bytes it is
+//     given;
+//   - deliver a webhook to a host the tenant did not allow, or to a
+//     non-public address (checked on the resolved IP at dial time), or
+//     unsigned;
+//   - import core, api, tenant or storage: core declares the small
+//     interfaces it needs and the wiring in cmd adapts this package to them.
+package plugins

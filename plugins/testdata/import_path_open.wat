@@ -1,0 +1,7 @@
+;; Imports WASI path_open: refused at load (no filesystem access, ever).
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "pm_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "pm_handle") (param i32 i32 i32 i32) (result i64) (i64.const 0)))

@@ -1,0 +1,6 @@
+;; Imports WASI sock_accept: refused at load (no network access).
+(module
+  (import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "pm_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "pm_handle") (param i32 i32 i32 i32) (result i64) (i64.const 0)))
