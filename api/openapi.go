@@ -1,10 +1,11 @@
 package api
 
 import (
-	_ "embed"
+	"embed"
 	"encoding/json"
 	"fmt"
 	"html"
+	"io/fs"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +16,12 @@ import (
 
 //go:embed openapi.yaml
 var openapiYAML []byte
+
+// Each area documents its paths in its own fragment (paths and
+// components.schemas), merged into openapi.yaml at start-up.
+//
+//go:embed openapi
+var openapiFragments embed.FS
 
 var (
 	specOnce sync.Once
@@ -28,6 +35,9 @@ func Spec() ([]byte, map[string]any, error) {
 	specOnce.Do(func() {
 		var doc map[string]any
 		if specErr = yaml.Unmarshal(openapiYAML, &doc); specErr != nil {
+			return
+		}
+		if specErr = mergeFragments(doc); specErr != nil {
 			return
 		}
 		specDoc = doc
@@ -87,4 +97,45 @@ h2{border-bottom:1px solid #ddd;margin-top:2rem}.op{margin:.6rem 0}.d{color:#444
 	b.WriteString("</body></html>")
 	c.Set(fiber.HeaderContentType, "text/html; charset=utf-8")
 	return c.SendString(b.String())
+}
+
+func mergeFragments(doc map[string]any) error {
+	files, err := fs.Glob(openapiFragments, "openapi/*.yaml")
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		b, err := openapiFragments.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var frag map[string]any
+		if err := yaml.Unmarshal(b, &frag); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		for _, section := range []string{"paths", "components.schemas", "components.parameters"} {
+			dst, src := lookup(doc, section), lookup(frag, section)
+			for k, v := range src {
+				if _, dup := dst[k]; dup {
+					return fmt.Errorf("%s: %s %s defined twice", f, section, k)
+				}
+				dst[k] = v
+			}
+		}
+	}
+	return nil
+}
+
+// lookup returns the map at a dotted path, creating it if missing.
+func lookup(doc map[string]any, path string) map[string]any {
+	cur := doc
+	for _, k := range strings.Split(path, ".") {
+		next, ok := cur[k].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			cur[k] = next
+		}
+		cur = next
+	}
+	return cur
 }

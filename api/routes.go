@@ -25,8 +25,23 @@ type Route struct {
 
 func perm(obj, act string) *rbac.Permission { return &rbac.Permission{Object: obj, Action: act} }
 
+// routeTable is the core table plus each area's routes (one file per area:
+// routes_work.go, routes_documents.go, routes_plugins.go, routes_access.go).
 func (s *Server) routeTable() []Route {
-	const t = "/v1/tenants/:tenant"
+	var rs []Route
+	rs = append(rs, s.coreRoutes()...)
+	rs = append(rs, s.workRoutes()...)
+	rs = append(rs, s.documentRoutes()...)
+	rs = append(rs, s.pluginRoutes()...)
+	rs = append(rs, s.accessRoutes()...)
+	return rs
+}
+
+// tenantPath is the prefix of every tenant-scoped route.
+const tenantPath = "/v1/tenants/:tenant"
+
+func (s *Server) coreRoutes() []Route {
+	const t = tenantPath
 	return []Route{
 		{Method: "GET", Path: "/v1/me", Handler: s.getMe},
 		{Method: "POST", Path: "/v1/tenants", Handler: s.createTenant},

@@ -38,9 +38,11 @@ type Deps struct {
 	Ready []ReadyCheck
 	// Metrics, if nil, is a new registry.
 	Metrics *Metrics
-	// Invalidate is called after a change to members or roles (cross-replica
-	// invalidation is wired by the caller).
-	Invalidate func(ctx context.Context, tenantID string)
+	// Each area's own dependencies, declared in its routes_*.go file.
+	Work      WorkDeps
+	Documents DocumentDeps
+	Plugins   PluginDeps
+	Access    AccessDeps
 }
 
 // ReadyCheck is one dependency of /readyz.

@@ -119,6 +119,10 @@ func (a *app) server() *api.Server {
 		Projects:  &core.ProjectService{DB: a.db, Events: a.events},
 		Audit:     &core.AuditService{DB: a.db},
 		Ready:     a.readyChecks(),
+		Work:      a.workDeps(),
+		Documents: a.documentDeps(),
+		Plugins:   a.pluginDeps(),
+		Access:    a.accessDeps(),
 	}, &api.Options{AllowedOrigins: a.cfg.origins()})
 }
 

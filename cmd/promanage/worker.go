@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 
 	"github.com/gofiber/fiber/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/promanage/promanage/api"
 	"github.com/promanage/promanage/core"
@@ -44,18 +46,27 @@ func (m *Main) runWorker(ctx context.Context, args []string) error {
 	return a.runWorker(ctx)
 }
 
-// runWorker runs the outbox worker until ctx ends.
+// runWorker runs the outbox worker and every area's background jobs (the
+// scheduler, garbage collection, ...) until ctx ends.
 func (a *app) runWorker(ctx context.Context) error {
-	w := &core.OutboxWorker{
-		DB:        a.db,
-		ListenURL: a.cfg.DatabaseURL,
-		Consumers: map[string]core.Consumer{
-			// Notification plugins of the event's tenant; with no plugins
-			// installed there is nothing to notify and the event is done.
-			"notifications": core.ConsumerFunc(func(ctx context.Context, d core.Delivery) error { return nil }),
-		},
+	consumers := map[string]core.Consumer{}
+	for _, cs := range []map[string]core.Consumer{a.workConsumers(), a.documentConsumers(), a.pluginConsumers()} {
+		for name, c := range cs {
+			consumers[name] = c
+		}
 	}
-	return w.Run(ctx)
+	for _, name := range outboxConsumers {
+		if consumers[name] == nil {
+			return fmt.Errorf("outbox consumer %q has no handler", name)
+		}
+	}
+	w := &core.OutboxWorker{DB: a.db, ListenURL: a.cfg.DatabaseURL, Consumers: consumers}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(ctx) })
+	for _, job := range append(append(a.workJobs(), a.documentJobs()...), a.pluginJobs()...) {
+		g.Go(func() error { return job(ctx) })
+	}
+	return g.Wait()
 }
 
 func metricsHandler(m *api.Metrics) fiber.Handler { return m.Handler() }

@@ -1,0 +1,2 @@
+-- Reserved; replaced by the area that owns this migration.
+SELECT 1;
