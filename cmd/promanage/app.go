@@ -116,7 +116,7 @@ func (a *app) server() *api.Server {
 		Enforcers: a.enforcers,
 		Tenants:   &core.TenantService{DB: a.db, Registry: a.registry, Policies: policies, Events: a.events, DeleteGrace: grace},
 		Members:   &core.MemberService{DB: a.db, Policies: policies, Events: a.events},
-		Projects:  &core.ProjectService{DB: a.db, Events: a.events},
+		Projects:  &core.ProjectService{DB: a.db, Events: a.events, Hooks: a.validationHooks()},
 		Audit:     &core.AuditService{DB: a.db},
 		Ready:     a.readyChecks(),
 		Work:      a.workDeps(),

@@ -21,3 +21,6 @@ func (a *app) pluginConsumers() map[string]core.Consumer {
 
 // pluginJobs are the plugins area's background jobs run by the worker.
 func (a *app) pluginJobs() []func(ctx context.Context) error { return nil }
+
+// validationHooks runs the tenants' validation plugins inside requests.
+func (a *app) validationHooks() core.ValidationHooks { return core.ValidationHooks{} }

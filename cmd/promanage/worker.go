@@ -63,10 +63,18 @@ func (a *app) runWorker(ctx context.Context) error {
 	w := &core.OutboxWorker{DB: a.db, ListenURL: a.cfg.DatabaseURL, Consumers: consumers}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(ctx) })
-	for _, job := range append(append(a.workJobs(), a.documentJobs()...), a.pluginJobs()...) {
+	for _, job := range concat(a.workJobs(), a.documentJobs(), a.pluginJobs(), a.accessJobs()) {
 		g.Go(func() error { return job(ctx) })
 	}
 	return g.Wait()
 }
 
 func metricsHandler(m *api.Metrics) fiber.Handler { return m.Handler() }
+
+func concat[T any](lists ...[]T) []T {
+	var out []T
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
