@@ -1,0 +1,447 @@
+package validate
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+// overlays lists every overlay with the policy profile it must meet. A new
+// directory under deploy/k8s/overlays without an entry here fails the test.
+var overlays = map[string]Profile{
+	"dev":        {ZoneHA: false},
+	"production": {ZoneHA: true},
+	"kong":       {ZoneHA: true},
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := RepoRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+var (
+	buildOnce sync.Map // overlay name -> *built
+)
+
+type built struct {
+	once sync.Once
+	docs [][]byte
+	err  error
+}
+
+// buildOverlay runs kustomize once per overlay per test binary.
+func buildOverlay(t *testing.T, name string) [][]byte {
+	t.Helper()
+	v, _ := buildOnce.LoadOrStore(name, &built{})
+	b := v.(*built)
+	b.once.Do(func() {
+		b.docs, b.err = BuildOverlay(filepath.Join(repoRoot(t), "deploy/k8s/overlays", name))
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.docs
+}
+
+func loadOverlay(t *testing.T, name string) Manifests {
+	t.Helper()
+	m, err := DecodeAll(buildOverlay(t, name))
+	if err != nil {
+		t.Fatalf("strict decode of overlay %s: %v", name, err)
+	}
+	return m
+}
+
+func TestEveryOverlayIsValidated(t *testing.T) {
+	entries, err := os.ReadDir(filepath.Join(repoRoot(t), "deploy/k8s/overlays"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if _, ok := overlays[e.Name()]; e.IsDir() && !ok {
+			t.Errorf("overlay %s has no policy profile in k8s_test.go", e.Name())
+		}
+	}
+}
+
+// TestOverlayBuildsAndDecodesStrictly: kustomize builds every overlay and every
+// object decodes into its typed struct with unknown fields as errors.
+func TestOverlayBuildsAndDecodesStrictly(t *testing.T) {
+	for name := range overlays {
+		t.Run(name, func(t *testing.T) {
+			m := loadOverlay(t, name)
+			kinds := map[string]int{}
+			for _, o := range m {
+				kinds[o.GVK.Kind]++
+			}
+			for _, k := range []string{"Namespace", "Deployment", "Job", "Service", "Ingress", "HorizontalPodAutoscaler",
+				"PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "ConfigMap", "ServiceAccount"} {
+				if kinds[k] == 0 {
+					t.Errorf("overlay %s has no %s", name, k)
+				}
+			}
+			for _, want := range []string{"promanage-api", "promanage-worker", "kratos"} {
+				if m.Find("Deployment", want) == nil {
+					t.Errorf("overlay %s has no Deployment %s", name, want)
+				}
+			}
+			if m.Find("Job", "promanage-migrate") == nil {
+				t.Errorf("overlay %s has no migration Job", name)
+			}
+		})
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	for name, profile := range overlays {
+		t.Run(name, func(t *testing.T) {
+			for _, v := range CheckPolicy(loadOverlay(t, name), profile) {
+				t.Error(v)
+			}
+		})
+	}
+}
+
+func TestStrictDecodeRejectsUnknownFields(t *testing.T) {
+	docs := buildOverlay(t, "production")
+	cases := []struct {
+		name, kind, from, to string
+	}{
+		{"MisspeltProbe", "Deployment", `"livenessProbe"`, `"livenesProbe"`},
+		{"WrongCase", "Deployment", `"readOnlyRootFilesystem"`, `"readOnlyRootFileSystem"`},
+		{"HPAUnknownField", "HorizontalPodAutoscaler", `"minReplicas"`, `"minReplica"`},
+		{"ServiceMonitorUnknownField", "ServiceMonitor", `"endpoints"`, `"endpoint"`},
+		{"KindWithoutType", "Deployment", `"kind":"Deployment"`, `"kind":"Deploymnet"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var doc []byte
+			for _, d := range docs {
+				if strings.Contains(string(d), `"kind":"`+tc.kind+`"`) && strings.Contains(string(d), tc.from) {
+					doc = []byte(strings.Replace(string(d), tc.from, tc.to, 1))
+					break
+				}
+			}
+			if doc == nil {
+				t.Fatalf("no %s containing %s", tc.kind, tc.from)
+			}
+			if _, err := DecodeStrict(doc); err == nil {
+				t.Fatalf("DecodeStrict accepted %s -> %s", tc.from, tc.to)
+			} else {
+				t.Logf("rejected as expected: %v", err)
+			}
+		})
+	}
+}
+
+// TestPolicyRejectsMutations proves each rule can fail: every case breaks the
+// production overlay in one way and expects that rule to report it.
+func TestPolicyRejectsMutations(t *testing.T) {
+	docs := buildOverlay(t, "production")
+	fresh := func(t *testing.T) Manifests {
+		m, err := DecodeAll(docs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	deploy := func(m Manifests, name string) *appsv1.Deployment {
+		return m.Find("Deployment", name).Typed.(*appsv1.Deployment)
+	}
+	hpa := func(m Manifests, name string) *autoscalingv2.HorizontalPodAutoscaler {
+		return m.Find("HorizontalPodAutoscaler", name).Typed.(*autoscalingv2.HorizontalPodAutoscaler)
+	}
+	netpol := func(m Manifests, name string) *networkingv1.NetworkPolicy {
+		return m.Find("NetworkPolicy", name).Typed.(*networkingv1.NetworkPolicy)
+	}
+	remove := func(m Manifests, kind, name string) Manifests {
+		return slices.DeleteFunc(m, func(o Object) bool { return o.GVK.Kind == kind && o.Name == name })
+	}
+	ptr := func(b bool) *bool { return &b }
+
+	cases := []struct {
+		name, rule string
+		mutate     func(Manifests) Manifests
+	}{
+		{"ApiWithoutReadinessProbe", "probe.readiness", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.Containers[0].ReadinessProbe = nil
+			return m
+		}},
+		{"ReadinessOnHealthz", "probe.readiness.path", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.Containers[0].ReadinessProbe.HTTPGet.Path = "/healthz"
+			return m
+		}},
+		{"WorkerWithoutStartupProbe", "probe.startup", func(m Manifests) Manifests {
+			deploy(m, "promanage-worker").Spec.Template.Spec.Containers[0].StartupProbe = nil
+			return m
+		}},
+		{"LatestImage", "image.tag", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.Containers[0].Image = "registry.example.com/promanage:latest"
+			return m
+		}},
+		{"UntaggedImage", "image.tag", func(m Manifests) Manifests {
+			deploy(m, "kratos").Spec.Template.Spec.Containers[0].Image = "oryd/kratos"
+			return m
+		}},
+		{"SecretCommitted", "secret.committed", func(m Manifests) Manifests {
+			s := &corev1.Secret{StringData: map[string]string{"PROMANAGE_SECRET_KEY": "hunter2"}}
+			s.Name, s.Namespace = "promanage-secrets", "promanage"
+			return append(m, Object{GVK: schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, Name: s.Name, Namespace: s.Namespace, Typed: s})
+		}},
+		{"DatabaseURLInConfigMap", "secret.in-configmap", func(m Manifests) Manifests {
+			for _, cm := range Each[*corev1.ConfigMap](m) {
+				if strings.HasPrefix(cm.Name, "promanage-config") {
+					cm.Data["PROMANAGE_DATABASE_URL"] = "postgres://promanage:pw@db/promanage"
+				}
+			}
+			return m
+		}},
+		{"PrivilegeEscalation", "security.allowPrivilegeEscalation", func(m Manifests) Manifests {
+			deploy(m, "promanage-worker").Spec.Template.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation = ptr(true)
+			return m
+		}},
+		{"WritableRootFS", "security.readOnlyRootFilesystem", func(m Manifests) Manifests {
+			deploy(m, "kratos").Spec.Template.Spec.InitContainers[0].SecurityContext.ReadOnlyRootFilesystem = ptr(false)
+			return m
+		}},
+		{"CapabilitiesKept", "security.capabilities", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.Containers[0].SecurityContext.Capabilities = nil
+			return m
+		}},
+		{"NoSeccomp", "security.pod.seccomp", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.SecurityContext.SeccompProfile = nil
+			return m
+		}},
+		{"NoMemoryLimit", "resources.limits", func(m Manifests) Manifests {
+			delete(deploy(m, "promanage-api").Spec.Template.Spec.Containers[0].Resources.Limits, corev1.ResourceMemory)
+			return m
+		}},
+		{"GoMemLimitAboveContainerLimit", "resources.gomemlimit", func(m Manifests) Manifests {
+			c := &deploy(m, "promanage-api").Spec.Template.Spec.Containers[0]
+			c.Resources.Limits[corev1.ResourceMemory] = resource.MustParse("512Mi")
+			return m
+		}},
+		{"NoZoneSpread", "spread.zone", func(m Manifests) Manifests {
+			d := deploy(m, "promanage-api")
+			d.Spec.Template.Spec.TopologySpreadConstraints = d.Spec.Template.Spec.TopologySpreadConstraints[1:]
+			return m
+		}},
+		{"SoftZoneSpreadInProduction", "spread.zone.hard", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.TopologySpreadConstraints[0].WhenUnsatisfiable = corev1.ScheduleAnyway
+			return m
+		}},
+		{"DuplicateZoneConstraint", "spread.duplicate", func(m Manifests) Manifests {
+			s := &deploy(m, "kratos").Spec.Template.Spec
+			s.TopologySpreadConstraints = append(s.TopologySpreadConstraints, s.TopologySpreadConstraints[0])
+			return m
+		}},
+		{"SingleReplicaInProduction", "ha.replicas", func(m Manifests) Manifests {
+			one := int32(1)
+			hpa(m, "promanage-api").Spec.MinReplicas = &one
+			return m
+		}},
+		{"ReplicasFightHPA", "hpa.replicas", func(m Manifests) Manifests {
+			three := int32(3)
+			deploy(m, "promanage-api").Spec.Replicas = &three
+			return m
+		}},
+		{"ApiHPAWithoutCustomMetric", "hpa.api.custom", func(m Manifests) Manifests {
+			h := hpa(m, "promanage-api")
+			h.Spec.Metrics = slices.DeleteFunc(h.Spec.Metrics, func(x autoscalingv2.MetricSpec) bool { return x.Type == autoscalingv2.PodsMetricSourceType })
+			return m
+		}},
+		{"ApiHPAWithoutMemory", "hpa.api.resources", func(m Manifests) Manifests {
+			h := hpa(m, "promanage-api")
+			h.Spec.Metrics = slices.DeleteFunc(h.Spec.Metrics, func(x autoscalingv2.MetricSpec) bool {
+				return x.Type == autoscalingv2.ResourceMetricSourceType && x.Resource.Name == corev1.ResourceMemory
+			})
+			return m
+		}},
+		{"WorkerHPAWithoutOutboxLag", "hpa.worker.outbox", func(m Manifests) Manifests {
+			h := hpa(m, "promanage-worker")
+			h.Spec.Metrics = slices.DeleteFunc(h.Spec.Metrics, func(x autoscalingv2.MetricSpec) bool {
+				return x.Type == autoscalingv2.ExternalMetricSourceType && x.External.Metric.Name == "promanage_outbox_lag_seconds"
+			})
+			return m
+		}},
+		{"HPAOnUnknownMetric", "hpa.metric.unknown", func(m Manifests) Manifests {
+			hpa(m, "promanage-api").Spec.Metrics[2].Pods.Metric.Name = "http_requests_in_flight"
+			return m
+		}},
+		{"NoPDB", "pdb.missing", func(m Manifests) Manifests { return remove(m, "PodDisruptionBudget", "promanage-worker") }},
+		{"PDBBlocksDrains", "pdb.blocks-drain", func(m Manifests) Manifests {
+			p := m.Find("PodDisruptionBudget", "promanage-api").Typed.(*policyv1.PodDisruptionBudget)
+			three := intstr.FromInt32(3)
+			p.Spec.MaxUnavailable, p.Spec.MinAvailable = nil, &three
+			return m
+		}},
+		{"NoDefaultDeny", "netpol.default-deny", func(m Manifests) Manifests { return remove(m, "NetworkPolicy", "default-deny-all") }},
+		{"WorkerExposedToIngress", "netpol.ingress.external", func(m Manifests) Manifests {
+			np := netpol(m, "promanage-api-ingress")
+			np.Spec.PodSelector.MatchLabels = map[string]string{"app.kubernetes.io/name": "promanage"}
+			return m
+		}},
+		{"EgressReachesMetadataService", "netpol.egress.private", func(m Manifests) Manifests {
+			np := netpol(m, "promanage-to-object-storage")
+			np.Spec.Egress[0].To[0].IPBlock.Except = nil
+			return m
+		}},
+		{"ApiCannotReachPostgres", "netpol.egress.missing", func(m Manifests) Manifests { return remove(m, "NetworkPolicy", "allow-postgres") }},
+		{"AlertOnUnknownMetric", "alert.metric.unknown", func(m Manifests) Manifests {
+			pr := m.Find("PrometheusRule", "promanage").Typed.(*PrometheusRule)
+			pr.Spec.Groups[0].Rules[0].Expr = "rate(promanage_http_errors_total[5m]) > 1"
+			return m
+		}},
+		{"GracePeriodShorterThanDrain", "shutdown.grace", func(m Manifests) Manifests {
+			short := int64(20)
+			deploy(m, "promanage-api").Spec.Template.Spec.TerminationGracePeriodSeconds = &short
+			return m
+		}},
+		{"ServiceTargetsMissingPort", "service.targetPort", func(m Manifests) Manifests {
+			m.Find("Service", "promanage-api").Typed.(*corev1.Service).Spec.Ports[0].TargetPort = intstr.FromString("web")
+			return m
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := CheckPolicy(tc.mutate(fresh(t)), overlays["production"])
+			if !slices.ContainsFunc(got, func(v Violation) bool { return v.Rule == tc.rule }) {
+				t.Fatalf("rule %s not reported; got %v", tc.rule, got)
+			}
+		})
+	}
+}
+
+// TestPrometheusAdapterPublishesHPAMetrics: every custom or external metric an
+// HPA asks for is published by the adapter rules we ship, under the same name.
+func TestPrometheusAdapterPublishesHPAMetrics(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/k8s/monitoring/prometheus-adapter-values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		Rules struct {
+			Custom   []struct{ Name struct{ As string } } `json:"custom"`
+			External []struct{ Name struct{ As string } } `json:"external"`
+		} `json:"rules"`
+	}
+	if err := yaml.Unmarshal(raw, &values); err != nil {
+		t.Fatal(err)
+	}
+	published := map[autoscalingv2.MetricSourceType][]string{}
+	for _, r := range values.Rules.Custom {
+		published[autoscalingv2.PodsMetricSourceType] = append(published[autoscalingv2.PodsMetricSourceType], r.Name.As)
+	}
+	for _, r := range values.Rules.External {
+		published[autoscalingv2.ExternalMetricSourceType] = append(published[autoscalingv2.ExternalMetricSourceType], r.Name.As)
+	}
+	for name := range overlays {
+		for _, h := range Each[*autoscalingv2.HorizontalPodAutoscaler](loadOverlay(t, name)) {
+			for _, m := range h.Spec.Metrics {
+				var metric string
+				switch m.Type {
+				case autoscalingv2.PodsMetricSourceType:
+					metric = m.Pods.Metric.Name
+				case autoscalingv2.ExternalMetricSourceType:
+					metric = m.External.Metric.Name
+				default:
+					continue
+				}
+				if !slices.Contains(published[m.Type], metric) {
+					t.Errorf("%s: HPA %s uses %s metric %s, which the adapter does not publish (has %v)", name, h.Name, m.Type, metric, published[m.Type])
+				}
+			}
+		}
+	}
+}
+
+// TestGrafanaDashboard: valid JSON, only exported metrics, and a panel for each
+// signal the issue asks for.
+func TestGrafanaDashboard(t *testing.T) {
+	m := loadOverlay(t, "production")
+	o := m.Find("ConfigMap", "promanage-grafana-dashboard")
+	if o == nil {
+		t.Fatal("no ConfigMap promanage-grafana-dashboard")
+	}
+	cm := o.Typed.(*corev1.ConfigMap)
+	if cm.Labels["grafana_dashboard"] != "1" {
+		t.Error("dashboard ConfigMap lacks the grafana_dashboard=1 label the Grafana sidecar watches")
+	}
+	var dash struct {
+		UID    string `json:"uid"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(cm.Data["promanage-dashboard.json"]), &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var all strings.Builder
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			if bad := UnknownMetrics(tg.Expr); len(bad) > 0 {
+				t.Errorf("panel %q uses unknown metrics %v", p.Title, bad)
+			}
+			all.WriteString(tg.Expr + "\n")
+		}
+	}
+	for _, want := range []string{
+		"promanage_http_requests_total", "promanage_http_request_duration_seconds_bucket", `status=~"5..`,
+		"promanage_plugin_invocations_total", "promanage_outbox_lag_seconds", "promanage_tenants", "by (route",
+	} {
+		if !strings.Contains(all.String(), want) {
+			t.Errorf("dashboard has no query with %s", want)
+		}
+	}
+}
+
+func TestKongOverlayGateway(t *testing.T) {
+	m := loadOverlay(t, "kong")
+	ing := m.Find("Ingress", "promanage").Typed.(*networkingv1.Ingress)
+	if ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != "kong" {
+		t.Fatalf("ingress class %v, want kong", ing.Spec.IngressClassName)
+	}
+	plugins := map[string]string{}
+	for _, p := range Each[*KongPlugin](m) {
+		plugins[p.Name] = p.Plugin
+	}
+	var kinds []string
+	for _, name := range strings.Split(ing.Annotations["konghq.com/plugins"], ",") {
+		kind, ok := plugins[strings.TrimSpace(name)]
+		if !ok {
+			t.Errorf("ingress references KongPlugin %q, which is not in the overlay", name)
+		}
+		kinds = append(kinds, kind)
+	}
+	for _, want := range []string{"rate-limiting", "correlation-id"} {
+		if !slices.Contains(kinds, want) {
+			t.Errorf("ingress does not apply a %s plugin (has %v)", want, kinds)
+		}
+	}
+	for k := range ing.Annotations {
+		if strings.HasPrefix(k, "alb.ingress.kubernetes.io/") {
+			t.Errorf("ALB annotation %s left on the Kong ingress", k)
+		}
+	}
+}
