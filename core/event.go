@@ -25,6 +25,7 @@ const (
 	EventDocumentUploaded    = "document.uploaded"
 	EventBudgetThreshold     = "budget.threshold_crossed"
 	EventDeadlineApproaching = "deadline.approaching"
+	EventExpenseDeleted      = "expense.deleted"
 )
 
 // EventSink writes domain events into the transactional outbox

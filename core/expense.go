@@ -1,0 +1,330 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"math/bits"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/promanage/promanage/tenant"
+)
+
+// Limits of expense fields.
+const (
+	MaxCategoryLen = 64
+	MaxNoteLen     = 2000
+)
+
+// earliestSpentOn is the oldest date an expense may carry.
+var earliestSpentOn = Date{time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)}
+
+// BudgetThresholds are the percentages of a project's planned budget whose
+// crossing emits budget.threshold_crossed (once per threshold and budget).
+var BudgetThresholds = []int64{50, 80, 100}
+
+// Expense is money spent on a project, in the currency of its budget.
+type Expense struct {
+	ID          uuid.UUID `json:"id"`
+	ProjectID   uuid.UUID `json:"project_id"`
+	AmountMinor int64     `json:"amount_minor"`
+	Currency    string    `json:"currency"`
+	Category    string    `json:"category"`
+	SpentOn     Date      `json:"spent_on"`
+	Note        string    `json:"note"`
+	CreatedBy   uuid.UUID `json:"created_by"`
+	CreatedAt   time.Time `json:"created_at"`
+	ETag        string    `json:"etag"`
+}
+
+// ExpenseInput records an expense.
+type ExpenseInput struct {
+	AmountMinor int64
+	Currency    string
+	Category    string
+	SpentOn     Date
+	Note        string
+}
+
+// ExpenseFilter selects expenses of a project; SpentFrom and SpentTo are
+// inclusive.
+type ExpenseFilter struct {
+	Category  string
+	SpentFrom *Date
+	SpentTo   *Date
+	Limit     int
+	Cursor    string
+}
+
+type expenseRow struct {
+	ID          uuid.UUID `gorm:"column:id"`
+	ProjectID   uuid.UUID `gorm:"column:project_id"`
+	AmountMinor int64     `gorm:"column:amount_minor"`
+	Currency    string    `gorm:"column:currency"`
+	Category    string    `gorm:"column:category"`
+	SpentOn     time.Time `gorm:"column:spent_on"`
+	Note        string    `gorm:"column:note"`
+	Version     int64     `gorm:"column:version"`
+	CreatedBy   uuid.UUID `gorm:"column:created_by"`
+	CreatedAt   time.Time `gorm:"column:created_at"`
+}
+
+func (r *expenseRow) expense() *Expense {
+	return &Expense{ID: r.ID, ProjectID: r.ProjectID, AmountMinor: r.AmountMinor, Currency: r.Currency, Category: r.Category,
+		SpentOn: DateOf(r.SpentOn), Note: r.Note, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt.UTC(), ETag: ETag(r.Version)}
+}
+
+// ExpenseService records and lists the expenses of projects.
+type ExpenseService struct {
+	DB     *gorm.DB
+	Now    func() time.Time
+	Events EventSink
+	Hooks  ValidationHooks
+}
+
+// latestSpentOn is the latest date an expense may carry: today where the
+// day is furthest ahead (UTC+14), so nobody's local "today" is refused.
+func latestSpentOn(now func() time.Time) Date {
+	t := time.Now()
+	if now != nil {
+		t = now()
+	}
+	return DateOf(t.Add(14 * time.Hour))
+}
+
+// Create records an expense on a live project with a budget. The amount is
+// positive, in minor units of the budget's currency; spent_on is not in the
+// future. The project row is locked for the transaction, so concurrent
+// expenses see each other's totals and a budget threshold crossed by this
+// expense emits budget.threshold_crossed exactly once (the scheduler uses the
+// same dedupe key). It returns ENOTFOUND for a missing project, EINVALID for
+// bad input, a project without a budget, a currency other than the budget's,
+// or spending that would overflow int64, and EPLUGINREJECTED if a validation
+// plugin refused it.
+func (s *ExpenseService) Create(ctx context.Context, sc tenant.Scope, actor Actor, projectID uuid.UUID, in ExpenseInput) (*Expense, error) {
+	in.Category = strings.TrimSpace(in.Category)
+	var v Validator
+	v.Check(in.AmountMinor > 0, "amount_minor", "must be a positive integer (minor units)")
+	v.Check(ValidCurrency(in.Currency), "currency", "must be an ISO 4217 currency code")
+	if in.SpentOn.IsZero() {
+		v.Check(false, "spent_on", "is required (YYYY-MM-DD)")
+	} else {
+		v.Check(!in.SpentOn.After(latestSpentOn(s.Now)), "spent_on", "must not be in the future")
+		v.Check(!in.SpentOn.Before(earliestSpentOn), "spent_on", "must be 1970-01-01 or later")
+	}
+	v.Check(utf8.RuneCountInString(in.Category) <= MaxCategoryLen, "category", fmt.Sprintf("must be at most %d characters", MaxCategoryLen))
+	v.Check(utf8.RuneCountInString(in.Note) <= MaxNoteLen, "note", fmt.Sprintf("must be at most %d characters", MaxNoteLen))
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, err
+	}
+	row := expenseRow{ID: id, ProjectID: projectID, AmountMinor: in.AmountMinor, Currency: in.Currency, Category: in.Category,
+		SpentOn: in.SpentOn.Time(), Note: in.Note, Version: 1, CreatedBy: actor.UserID, CreatedAt: time.Now().UTC()}
+	err = sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+		// NO KEY UPDATE serialises expenses of one project without blocking
+		// the foreign-key checks of task and milestone inserts.
+		p, err := liveProject(tx, sc, projectID, "NO KEY UPDATE")
+		if err != nil {
+			return err
+		}
+		if p.Currency == nil {
+			return Invalid(FieldError{Field: "currency", Message: "the project has no budget: set one before recording expenses"})
+		}
+		if *p.Currency != in.Currency {
+			return Invalid(FieldError{Field: "currency", Message: fmt.Sprintf("must be %s, the currency of the project's budget (got %s)", *p.Currency, in.Currency)})
+		}
+		before, n, err := spentOn(tx, sc, projectID)
+		if err != nil {
+			return err
+		}
+		if n >= MaxExpensesPerProject {
+			return Invalid(FieldError{Field: "project", Message: fmt.Sprintf("a project holds at most %d expenses", MaxExpensesPerProject)})
+		}
+		after, ok := AddMinor(before, in.AmountMinor)
+		if !ok {
+			return Invalid(FieldError{Field: "amount_minor", Message: "the project's total spending would overflow a 64-bit integer"})
+		}
+		hook := map[string]any{"project_id": projectID, "amount_minor": in.AmountMinor, "currency": in.Currency,
+			"category": in.Category, "spent_on": in.SpentOn, "note": in.Note}
+		if err := s.Hooks.validate(ctx, sc, "expense.validate", "create", hook, nil); err != nil {
+			return err
+		}
+		if err := tx.Table(sc.Table("expenses")).Create(&row).Error; err != nil {
+			return err
+		}
+		if err := RecordAudit(tx, sc, actor, "expense.create", "expense", id.String(), OutcomeSuccess,
+			map[string]any{"project_id": projectID, "amount_minor": in.AmountMinor, "currency": in.Currency}); err != nil {
+			return err
+		}
+		if err := s.Events.emit(tx, sc, actor, EventExpenseRecorded, id.String(), row.expense()); err != nil {
+			return err
+		}
+		for _, pct := range BudgetThresholds {
+			if p.BudgetMinor > 0 && !reachedPercent(before, p.BudgetMinor, pct) && reachedPercent(after, p.BudgetMinor, pct) {
+				if _, err := emitThreshold(tx, s.Events, sc.ID, actor.UserID, projectID, p.BudgetMinor, *p.Currency, after, pct); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, domainErr("record expense", err)
+	}
+	return row.expense(), nil
+}
+
+// spentOn returns the live spending of a project and the number of its
+// expenses. PostgreSQL sums bigint as numeric, so the total is parsed with
+// an overflow check rather than trusted to fit.
+func spentOn(tx *gorm.DB, sc tenant.Scope, projectID uuid.UUID) (int64, int64, error) {
+	var agg struct {
+		Spent string `gorm:"column:spent"`
+		N     int64  `gorm:"column:n"`
+	}
+	if err := tx.Raw("SELECT coalesce(sum(amount_minor), 0)::text AS spent, count(*) AS n FROM "+sc.Table("expenses")+
+		" WHERE project_id = ? AND deleted_at IS NULL", projectID).Scan(&agg).Error; err != nil {
+		return 0, 0, err
+	}
+	spent, err := parseMinor(agg.Spent)
+	return spent, agg.N, err
+}
+
+// parseMinor parses a total computed by PostgreSQL; a total beyond int64 is
+// EINVALID, never rounded.
+func parseMinor(s string) (int64, error) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, &Error{Code: EINVALID, Message: "the project's spending does not fit a 64-bit integer of minor units"}
+	}
+	return v, nil
+}
+
+// reachedPercent reports whether spent >= pct % of planned, exactly, in
+// 128-bit arithmetic (spent*100 >= planned*pct); all values non-negative.
+func reachedPercent(spent, planned, pct int64) bool {
+	if spent < 0 || planned < 0 || pct < 0 {
+		return false
+	}
+	sh, sl := bits.Mul64(uint64(spent), 100)
+	ph, pl := bits.Mul64(uint64(planned), uint64(pct))
+	return sh > ph || (sh == ph && sl >= pl)
+}
+
+// thresholdKey is the dedupe key of budget.threshold_crossed: one event per
+// project, planned amount and threshold, whichever of the expense
+// transaction and the scheduler writes it first. A new planned amount
+// re-arms the thresholds.
+func thresholdKey(tenantID, projectID uuid.UUID, planned, pct int64) string {
+	return fmt.Sprintf("%s:%s:%s:%d:%d", EventBudgetThreshold, tenantID, projectID, planned, pct)
+}
+
+// thresholdEvent is the data of budget.threshold_crossed.
+type thresholdEvent struct {
+	ProjectID        uuid.UUID `json:"project_id"`
+	ThresholdPercent int64     `json:"threshold_percent"`
+	Planned          int64     `json:"planned"`
+	Spent            int64     `json:"spent"`
+	Currency         string    `json:"currency"`
+}
+
+func emitThreshold(tx *gorm.DB, sink EventSink, tenantID, actorID, projectID uuid.UUID, planned int64, currency string, spent, pct int64) (bool, error) {
+	return sink.Emit(tx, tenantID, actorID, EventBudgetThreshold, projectID.String(), thresholdKey(tenantID, projectID, planned, pct),
+		thresholdEvent{ProjectID: projectID, ThresholdPercent: pct, Planned: planned, Spent: spent, Currency: currency})
+}
+
+// List returns the live expenses of a live project, newest first. It
+// returns ENOTFOUND for a missing project and EINVALID for a bad filter.
+func (s *ExpenseService) List(ctx context.Context, sc tenant.Scope, projectID uuid.UUID, f ExpenseFilter) (*Page[Expense], error) {
+	limit := ClampLimit(f.Limit)
+	conds := []string{"e.project_id = p.id", "e.deleted_at IS NULL"}
+	var args []any
+	if f.Category != "" {
+		if utf8.RuneCountInString(f.Category) > MaxCategoryLen {
+			return nil, Invalid(FieldError{Field: "category", Message: fmt.Sprintf("must be at most %d characters", MaxCategoryLen)})
+		}
+		conds, args = append(conds, "e.category = ?"), append(args, f.Category)
+	}
+	if f.SpentFrom != nil {
+		conds, args = append(conds, "e.spent_on >= ?::date"), append(args, f.SpentFrom.String())
+	}
+	if f.SpentTo != nil {
+		conds, args = append(conds, "e.spent_on <= ?::date"), append(args, f.SpentTo.String())
+	}
+	if f.Cursor != "" {
+		id, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return nil, err
+		}
+		conds, args = append(conds, "e.id < ?"), append(args, id)
+	}
+	// One round trip: zero rows means no such project; a project without
+	// matching expenses gives one row of NULLs.
+	q := "SELECT e.id, e.project_id, e.amount_minor, e.currency, e.category, e.spent_on, e.note, e.version, e.created_by, e.created_at FROM " +
+		sc.Table("projects") + " p LEFT JOIN " + sc.Table("expenses") + " e ON " + strings.Join(conds, " AND ") +
+		" WHERE p.id = ? AND p.deleted_at IS NULL ORDER BY e.id DESC LIMIT ?"
+	args = append(args, projectID, limit+1)
+	var rows []struct {
+		ID          *uuid.UUID `gorm:"column:id"`
+		ProjectID   *uuid.UUID `gorm:"column:project_id"`
+		AmountMinor *int64     `gorm:"column:amount_minor"`
+		Currency    *string    `gorm:"column:currency"`
+		Category    *string    `gorm:"column:category"`
+		SpentOn     *time.Time `gorm:"column:spent_on"`
+		Note        *string    `gorm:"column:note"`
+		Version     *int64     `gorm:"column:version"`
+		CreatedBy   *uuid.UUID `gorm:"column:created_by"`
+		CreatedAt   *time.Time `gorm:"column:created_at"`
+	}
+	if err := s.DB.WithContext(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("list expenses: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, &Error{Code: ENOTFOUND, Message: "project not found"}
+	}
+	items := make([]Expense, 0, len(rows))
+	for _, r := range rows {
+		if r.ID == nil {
+			continue
+		}
+		row := expenseRow{ID: *r.ID, ProjectID: *r.ProjectID, AmountMinor: *r.AmountMinor, Currency: *r.Currency, Category: *r.Category,
+			SpentOn: *r.SpentOn, Note: *r.Note, Version: *r.Version, CreatedBy: *r.CreatedBy, CreatedAt: *r.CreatedAt}
+		items = append(items, *row.expense())
+	}
+	return pageOf(items, limit, func(e Expense) uuid.UUID { return e.ID }), nil
+}
+
+// Delete soft-deletes an expense; the project's spending drops by its
+// amount. Thresholds already crossed stay crossed (their events are not
+// taken back). It returns ENOTFOUND if the expense or its project does not
+// exist in the tenant.
+func (s *ExpenseService) Delete(ctx context.Context, sc tenant.Scope, actor Actor, projectID, id uuid.UUID) error {
+	err := sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+		if _, err := liveProject(tx, sc, projectID, "NO KEY UPDATE"); err != nil {
+			return err
+		}
+		var rows []expenseRow
+		if err := tx.Raw("UPDATE "+sc.Table("expenses")+" SET deleted_at = now(), version = version + 1 WHERE id = ? AND project_id = ? AND deleted_at IS NULL "+
+			"RETURNING id, project_id, amount_minor, currency, category, spent_on, note, version, created_by, created_at", id, projectID).Scan(&rows).Error; err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return &Error{Code: ENOTFOUND, Message: "expense not found"}
+		}
+		e := rows[0].expense()
+		if err := RecordAudit(tx, sc, actor, "expense.delete", "expense", id.String(), OutcomeSuccess,
+			map[string]any{"project_id": projectID, "amount_minor": e.AmountMinor, "currency": e.Currency}); err != nil {
+			return err
+		}
+		return s.Events.emit(tx, sc, actor, EventExpenseDeleted, id.String(), e)
+	})
+	return domainErr("delete expense", err)
+}
