@@ -62,6 +62,8 @@ func OpenDB(ctx context.Context, url string, opts *DBOptions) (*gorm.DB, error) 
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	// Dates and timestamps are UTC whatever the server's default time zone.
+	cfg.RuntimeParams["timezone"] = "UTC"
 	sqlDB := stdlib.OpenDB(*cfg)
 	sqlDB.SetMaxOpenConns(o.MaxOpenConns)
 	sqlDB.SetMaxIdleConns(min(o.MaxIdleConns, o.MaxOpenConns))
