@@ -50,13 +50,24 @@ type Invocation struct {
 // Output is only checked to be JSON; decode it with DecodeValidationResult or
 // DecodeNotificationResult.
 func (h *Host) Call(ctx context.Context, p *Plugin, tenant, hook string, input []byte) (*Invocation, error) {
+	return h.CallTimeout(ctx, p, tenant, hook, input, 0)
+}
+
+// CallTimeout is Call with the hook's deadline chosen by the caller: the
+// registry keeps a plugin's timeout_ms beside the loaded module, so changing
+// it needs no reload. timeout 0 means the manifest's, else the hook's
+// default; a larger value than Options.MaxTimeout is lowered to it.
+func (h *Host) CallTimeout(ctx context.Context, p *Plugin, tenant, hook string, input []byte, timeout time.Duration) (*Invocation, error) {
 	if !KnownHook(hook) || !p.manifest.Handles(hook) {
 		return nil, fmt.Errorf("plugin %s: %w: %q", p.manifest.Name, ErrHookNotDeclared, hook)
 	}
 	if len(input) > h.opts.MaxInputBytes {
 		return nil, fmt.Errorf("plugin %s %s: %w: %d bytes, the limit is %d", p.manifest.Name, hook, ErrInputTooLarge, len(input), h.opts.MaxInputBytes)
 	}
-	timeout := h.timeoutFor(p, hook)
+	if timeout <= 0 {
+		timeout = h.timeoutFor(p, hook)
+	}
+	timeout = min(timeout, h.opts.MaxTimeout)
 
 	waitCtx, cancelWait := context.WithTimeout(ctx, timeout)
 	defer cancelWait()
@@ -65,6 +76,14 @@ func (h *Host) Call(ctx context.Context, p *Plugin, tenant, hook string, input [
 		return nil, fmt.Errorf("plugin %s %s for tenant %s: %w", p.manifest.Name, hook, tenant, err)
 	}
 	defer releaseTenant()
+	// The process-wide slot is taken after the tenant's, so a tenant queued
+	// behind its own cap holds none of the shared ones.
+	select {
+	case h.global <- struct{}{}:
+		defer func() { <-h.global }()
+	case <-waitCtx.Done():
+		return nil, fmt.Errorf("plugin %s %s: %w: the process is at its limit of %d concurrent plugin calls", p.manifest.Name, hook, ErrBusy, h.opts.MaxConcurrentCalls)
+	}
 	inst, err := p.acquire(waitCtx)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s %s: %w", p.manifest.Name, hook, err)

@@ -23,6 +23,14 @@
 //   - deliver a webhook to a host the tenant did not allow, or to a
 //     non-public address (checked on the resolved IP at dial time), or
 //     unsigned;
-//   - import core, api, tenant or storage: core declares the small
-//     interfaces it needs and the wiring in cmd adapts this package to them.
+//   - import api, tenant or storage. It imports core only for the domain's
+//     error type and the interfaces core declares (HookRunner, Consumer),
+//     which Registry satisfies; the wiring in cmd adapts the rest (audit,
+//     project context) through RegistryOptions.
+//
+// Registry keeps the plugins of every tenant in public tables (tenant_id on
+// each row), loads a version into the Host on first use, runs validation
+// hooks for core (RunValidation) and notification hooks for the outbox worker
+// (HandleEvent), and records each call in the invocation log off the request
+// path.
 package plugins

@@ -26,7 +26,7 @@ var (
 	ErrPluginFailed = errors.New("plugin reported an error")
 	// ErrInputTooLarge: the input exceeds MaxInputBytes; the plugin was not run.
 	ErrInputTooLarge = errors.New("plugin input too large")
-	// ErrBusy: the tenant's concurrency cap (or the plugin's pool) stayed
+	// ErrBusy: the tenant's concurrency cap (or the process's, or the plugin's pool) stayed
 	// full until the context or the hook's timeout expired; the plugin was
 	// not run.
 	ErrBusy = errors.New("plugin capacity busy")

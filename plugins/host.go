@@ -46,6 +46,7 @@ type Host struct {
 	closed  bool
 	plugins map[string]*Plugin
 	tenants map[string]chan struct{} // per-tenant semaphores
+	global  chan struct{}            // process-wide semaphore (MaxConcurrentCalls)
 }
 
 // NewHost creates the runtime (compiler, memory cap, CloseOnContextDone,
@@ -67,7 +68,8 @@ func NewHost(ctx context.Context, opts *Options) (*Host, error) {
 		WithMemoryLimitPages(o.MaxMemoryPages).
 		WithCompilationCache(cache)
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
-	h := &Host{opts: o, rt: rt, cache: cache, plugins: map[string]*Plugin{}, tenants: map[string]chan struct{}{}}
+	h := &Host{opts: o, rt: rt, cache: cache, plugins: map[string]*Plugin{}, tenants: map[string]chan struct{}{},
+		global: make(chan struct{}, o.MaxConcurrentCalls)}
 
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		h.Close(ctx)

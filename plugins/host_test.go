@@ -202,6 +202,45 @@ func TestTenantConcurrencyCap(t *testing.T) {
 	wg.Wait()
 }
 
+// The process-wide cap bounds calls of all tenants together: with two
+// slots held by two tenants' looping calls, a third tenant waits and gets
+// ErrBusy; when they finish, it runs.
+func TestProcessConcurrencyCap(t *testing.T) {
+	h := newTestHost(t, &Options{MaxConcurrentCalls: 2, PoolSize: 8})
+	p := mustLoad(t, h, "hostile", "hostile.wasm", validateManifest("hostile", 2000))
+	var wg sync.WaitGroup
+	for _, tenant := range []string{"a", "b"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.CallTimeout(context.Background(), p, tenant, "project.validate", []byte(`"loop"`), 500*time.Millisecond)
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := h.Call(ctxTimeout(t, 150*time.Millisecond), p, "c", "project.validate", []byte(`"ok"`)); !errors.Is(err, ErrBusy) {
+		t.Errorf("third tenant while the process is at its cap = %v, want ErrBusy", err)
+	}
+	wg.Wait()
+	if _, err := h.Call(ctxTimeout(t, 2*time.Second), p, "c", "project.validate", []byte(`"ok"`)); err != nil {
+		t.Errorf("after the slots were released: %v", err)
+	}
+}
+
+// CallTimeout overrides the manifest's deadline (here shorter), within the
+// operator's maximum.
+func TestCallTimeoutOverridesManifest(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := mustLoad(t, h, "hostile", "hostile.wasm", validateManifest("hostile", 3000))
+	start := time.Now()
+	_, err := h.CallTimeout(context.Background(), p, "a", "project.validate", []byte(`"loop"`), 50*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v: the 50ms override was not applied", d)
+	}
+}
+
 // An instance that served a call successfully is reused; one whose call
 // failed is discarded and replaced by a fresh one.
 func TestFailedInstanceIsReplaced(t *testing.T) {

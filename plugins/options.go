@@ -11,9 +11,14 @@ const (
 	DefaultMaxLogBytes       = 16 << 10
 	DefaultPoolSize          = 4
 	DefaultTenantConcurrency = 4
-	DefaultValidateTimeout   = 100 * time.Millisecond
-	DefaultNotifyTimeout     = 2 * time.Second
-	DefaultMaxTimeout        = 5 * time.Second
+	// DefaultMaxConcurrentCalls bounds plugin calls in the whole process. A
+	// guest stopped at its deadline can still hold ~150 ms of CPU and, with
+	// unbounded recursion, ~160 MiB of host memory (wazero's call stack)
+	// before it traps: per-tenant caps alone let many tenants multiply that.
+	DefaultMaxConcurrentCalls = 16
+	DefaultValidateTimeout    = 100 * time.Millisecond
+	DefaultNotifyTimeout      = 2 * time.Second
+	DefaultMaxTimeout         = 5 * time.Second
 
 	// maxTimeoutCeiling bounds Manifest.TimeoutMS when no operator setting is
 	// at hand (Manifest.Validate); Host.Load checks Options.MaxTimeout.
@@ -40,6 +45,11 @@ type Options struct {
 
 	PoolSize          int // live instances per plugin version (concurrent calls of that version)
 	TenantConcurrency int // concurrent calls per tenant, all plugins together
+	// MaxConcurrentCalls is the process-wide cap on running plugin calls, all
+	// tenants together; it bounds the CPU and host memory hostile guests can
+	// hold at once. Keep it a multiple of TenantConcurrency so a few tenants
+	// at their own cap cannot take every slot.
+	MaxConcurrentCalls int
 
 	ValidateTimeout time.Duration // default deadline of validation hooks
 	NotifyTimeout   time.Duration // default deadline of notification hooks
@@ -74,6 +84,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.TenantConcurrency <= 0 {
 		r.TenantConcurrency = DefaultTenantConcurrency
+	}
+	if r.MaxConcurrentCalls <= 0 {
+		r.MaxConcurrentCalls = DefaultMaxConcurrentCalls
 	}
 	if r.ValidateTimeout <= 0 {
 		r.ValidateTimeout = DefaultValidateTimeout

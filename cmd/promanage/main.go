@@ -4,6 +4,7 @@
 //	promanage worker    the outbox worker and scheduler
 //	promanage migrate   upgrade the public schema and every tenant schema
 //	promanage tenant    create | list | suspend | resume | purge
+//	promanage plugin    run a plugin locally (plugin run --hook ... module.wasm)
 //	promanage dev       everything for local development (what `make run` uses)
 //
 // This package only wires things together and parses flags.
@@ -62,6 +63,7 @@ commands:
   tenant create    create a tenant:  tenant create -slug acme -name "Acme" -owner alice@example.com
   tenant list      list tenants with their state and schema version
   tenant suspend|resume|purge -slug acme
+  plugin run       run a plugin locally as the server would:  plugin run --hook project.validate --config cfg.json module.wasm < event.json
   dev              local development: Postgres check, Kratos, migrations, API and worker
   version          print the version
 
@@ -86,6 +88,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runTenant(ctx, rest)
 	case "dev":
 		return m.runDev(ctx, rest)
+	case "plugin":
+		return m.runPlugin(ctx, rest)
 	case "version":
 		fmt.Fprintf(m.Stdout, "promanage %s (%s)\n", version, revision)
 		return nil
