@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"mime"
 	"slices"
 	"strconv"
@@ -28,7 +29,14 @@ func decodeObject(c *fiber.Ctx, writable ...string) (map[string]json.RawMessage,
 	if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
 		return nil, errf(core.EUNSUPPORTED, "the body must be application/json")
 	}
-	body := c.Body()
+	if enc := c.Get(fiber.HeaderContentEncoding); enc != "" && enc != "identity" {
+		// c.Body() would inflate it without a limit (a compression bomb).
+		return nil, errf(core.EUNSUPPORTED, "compressed request bodies (Content-Encoding) are not accepted")
+	}
+	body, err := jsonBody(c)
+	if err != nil {
+		return nil, err
+	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, core.Invalid(core.FieldError{Field: "body", Message: "a JSON object is required"})
 	}
@@ -52,6 +60,42 @@ func decodeObject(c *fiber.Ctx, writable ...string) (map[string]json.RawMessage,
 		return nil, core.Invalid(fields...)
 	}
 	return m, nil
+}
+
+// maxJSONBody caps a JSON request body.
+const maxJSONBody = 1 << 20
+
+// jsonBody returns the request body, at most maxJSONBody bytes (413 beyond).
+// With StreamRequestBody the body may still be an unread stream (bodyGuard
+// buffers it for JSON routes, but a handler may be mounted elsewhere): it is
+// then read through a limited reader, never with c.Body(), which would read
+// an unbounded stream into memory.
+func jsonBody(c *fiber.Ctx) ([]byte, error) {
+	tooLarge := errf(core.ETOOLARGE, "the JSON body exceeds "+strconv.Itoa(maxJSONBody)+" bytes")
+	if c.Request().Header.ContentLength() > maxJSONBody {
+		return nil, tooLarge
+	}
+	var r io.Reader
+	if sb, ok := requestBody(c); ok {
+		r = sb
+	} else if st := c.Context().RequestBodyStream(); st != nil {
+		r = st
+	}
+	if r == nil {
+		body := c.Body()
+		if len(body) > maxJSONBody {
+			return nil, tooLarge
+		}
+		return body, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r, maxJSONBody+1))
+	if err != nil {
+		return nil, core.Invalid(core.FieldError{Field: "body", Message: "the body could not be read"})
+	}
+	if len(body) > maxJSONBody {
+		return nil, tooLarge
+	}
+	return body, nil
 }
 
 func cmpString(a, b string) int {

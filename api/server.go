@@ -12,7 +12,11 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -21,6 +25,7 @@ import (
 	"github.com/promanage/promanage/core"
 	"github.com/promanage/promanage/identity"
 	"github.com/promanage/promanage/rbac"
+	"github.com/promanage/promanage/storage"
 	"github.com/promanage/promanage/tenant"
 )
 
@@ -111,16 +116,28 @@ func New(d Deps, opts *Options) *Server {
 		JSONEncoder:           jsonMarshal,
 		JSONDecoder:           json.Unmarshal,
 		ReadBufferSize:        16 << 10,
+		// Uploads stream from the socket to the bucket. With streaming,
+		// fasthttp no longer enforces BodyLimit and a multipart body would
+		// be pre-parsed into memory and temporary files: bodyGuard buffers
+		// (at most BodyLimit) the body of every route that does not stream
+		// it, and multipart pre-parsing is off.
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
 	})
-	s.app.Use(s.requestContext, s.accessLog)
+	s.app.Use(s.bodyHygiene, s.requestContext, s.accessLog)
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
 	s.app.Get("/metrics", s.metrics.Handler())
 	s.app.Get("/openapi.json", s.openapiJSON)
 	s.app.Get("/docs", s.docs)
+	// Signed URLs of buckets that cannot sign (file://, mem://) point here;
+	// the HMAC signature in the query authorizes, not a session, so this is
+	// outside the route table (whose /v1 routes all need a session).
+	s.app.Get(storage.BlobsPath, s.serveBlob)
 	s.routes = s.routeTable()
+	streamed := s.streamedRoutes()
 	for _, r := range s.routes {
-		s.app.Add(r.Method, r.Path, s.wrap(r))
+		s.app.Add(r.Method, r.Path, s.bodyGuard(streamed[r.Method+" "+r.Path]), s.wrap(r))
 	}
 	return s
 }
@@ -170,4 +187,144 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "checks": checks})
 	}
 	return c.JSON(fiber.Map{"status": "ok", "checks": checks})
+}
+
+const localBody = "pm.body"
+
+// streamedRoutes are the routes ("METHOD path") whose handlers read the
+// request body as a stream (requestBody) with their own limits, instead of
+// the buffered c.Body(): document uploads and plugin uploads (modules may
+// exceed BodyLimit). Every other route's body is capped at BodyLimit.
+func (s *Server) streamedRoutes() map[string]bool {
+	const t = tenantPath
+	return map[string]bool{
+		"POST " + t + "/projects/:id/documents":  true,
+		"POST " + t + "/documents/:doc/versions": true,
+		"POST " + t + "/plugins":                 true,
+	}
+}
+
+// bodyGuard prepares the request body for a route. A route that streams its
+// body (an upload) gets a streamedBody that tracks how far it was read and
+// keeps the connection's read deadline moving while bytes arrive. Every
+// other route gets its body read now, through a reader limited to
+// BodyLimit (413 beyond, without reading further), so c.Body(),
+// decodeObject and multipart helpers see a bounded, buffered body.
+func (s *Server) bodyGuard(streams bool) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		stream := c.Context().RequestBodyStream()
+		if stream == nil {
+			return c.Next()
+		}
+		if streams {
+			c.Locals(localBody, &streamedBody{r: stream, conn: c.Context().Conn(), idle: s.o.ReadTimeout})
+			return c.Next()
+		}
+		limit := s.o.BodyLimit
+		if cl := c.Request().Header.ContentLength(); cl > limit {
+			return errf(core.ETOOLARGE, "the request body exceeds "+strconv.Itoa(limit)+" bytes")
+		}
+		buf, err := io.ReadAll(io.LimitReader(stream, int64(limit)+1))
+		if err != nil {
+			c.Context().SetConnectionClose()
+			return fiber.NewError(fiber.StatusBadRequest, "the request body could not be read")
+		}
+		if len(buf) > limit {
+			return errf(core.ETOOLARGE, "the request body exceeds "+strconv.Itoa(limit)+" bytes")
+		}
+		c.Request().SetBodyRaw(buf)
+		return c.Next()
+	}
+}
+
+// bodyHygiene runs around every request. fasthttp does not skip the unread
+// rest of a streamed body: the next request on the connection would be
+// parsed from it. So when a body was not read to its end (an upload
+// refused early, a body sent to an unknown route), it drains a little of
+// it and otherwise closes the connection after the response.
+func (s *Server) bodyHygiene(c *fiber.Ctx) error {
+	err := c.Next()
+	stream := c.Context().RequestBodyStream()
+	if stream == nil {
+		return err
+	}
+	if sb, ok := c.Locals(localBody).(*streamedBody); ok {
+		if sb.eof {
+			return err
+		}
+		cl := int64(c.Request().Header.ContentLength())
+		if sb.err == nil && (cl < 0 || cl-sb.n <= drainMax) && drain(sb, c.Context().Conn()) {
+			return err
+		}
+	} else if c.Request().Header.ContentLength() == 0 {
+		return err
+	}
+	c.Context().SetConnectionClose()
+	return err
+}
+
+// drainMax is how much of an unread upload body the server still reads
+// (and discards) after refusing it early (401, 403, 404, 413 on quota...):
+// a client still sending can then read the answer instead of a connection
+// reset. Larger remainders close the connection at once.
+const drainMax = 64 << 20
+
+// drain reads up to drainMax of an unread body within 10 s and reports
+// whether the body ended.
+func drain(sb *streamedBody, conn net.Conn) bool {
+	if conn != nil {
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	}
+	sb.idle = 0
+	_, _ = io.Copy(io.Discard, io.LimitReader(sb, drainMax))
+	if sb.eof {
+		return true
+	}
+	var one [1]byte
+	n, _ := sb.Read(one[:])
+	return n == 0 && sb.eof
+}
+
+// streamedBody is the request body of a streaming route.
+type streamedBody struct {
+	r    io.Reader
+	conn net.Conn
+	// idle is how long a read may wait for the next bytes; every read
+	// pushes the connection's deadline (the server's ReadTimeout would
+	// otherwise cut a long upload off).
+	idle     time.Duration
+	extended time.Time
+	n        int64 // bytes read
+	eof      bool
+	err      error
+}
+
+func (b *streamedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.eof {
+		return 0, io.EOF
+	}
+	if b.idle > 0 && b.conn != nil {
+		if now := time.Now(); now.Sub(b.extended) > 100*time.Millisecond {
+			_ = b.conn.SetReadDeadline(now.Add(b.idle))
+			b.extended = now
+		}
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if errors.Is(err, io.EOF) {
+		b.eof = true
+		err = io.EOF
+	} else if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// requestBody is the streamed body of an upload route.
+func requestBody(c *fiber.Ctx) (*streamedBody, bool) {
+	sb, ok := c.Locals(localBody).(*streamedBody)
+	return sb, ok
 }

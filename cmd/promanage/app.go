@@ -9,12 +9,14 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+	"gocloud.dev/blob"
 	"gorm.io/gorm"
 
 	"github.com/promanage/promanage/api"
 	"github.com/promanage/promanage/core"
 	"github.com/promanage/promanage/identity"
 	"github.com/promanage/promanage/rbac"
+	"github.com/promanage/promanage/storage"
 	"github.com/promanage/promanage/tenant"
 )
 
@@ -27,6 +29,8 @@ type app struct {
 	enforcers   *rbac.Enforcers
 	invalidator *rbac.Invalidator
 	events      core.EventSink
+	bucket      *blob.Bucket // documents, from PROMANAGE_BLOB_URL
+	pluginSys   pluginSystem // plugin host and registry, see wire_plugins.go
 }
 
 // outboxConsumers are the worker's consumers; every event gets one delivery
@@ -60,10 +64,22 @@ func openApp(ctx context.Context, cfg Config) (*app, error) {
 		return nil, err
 	}
 	a.invalidator = &rbac.Invalidator{Redis: a.redis, Enforcers: a.enforcers, OnChange: func(uuid.UUID) { a.registry.InvalidateAll() }}
+	if a.bucket, err = storage.OpenBucket(ctx, cfg.blobURL()); err != nil {
+		a.close()
+		return nil, err
+	}
+	if err := a.checkDocumentConfig(); err != nil {
+		a.close()
+		return nil, err
+	}
 	return a, nil
 }
 
 func (a *app) close() {
+	a.pluginSys.close()
+	if a.bucket != nil {
+		a.bucket.Close()
+	}
 	if a.redis != nil {
 		a.redis.Close()
 	}
@@ -78,6 +94,13 @@ func (a *app) readyChecks() []api.ReadyCheck {
 		{Name: "postgres", Check: func(ctx context.Context) error { return tenant.SQLDB(a.db).PingContext(ctx) }},
 		{Name: "kratos", Check: func(ctx context.Context) error { return httpOK(ctx, a.cfg.KratosPublicURL+"/health/ready") }},
 	}
+	checks = append(checks, api.ReadyCheck{Name: "bucket", Check: func(ctx context.Context) error {
+		ok, err := a.bucket.IsAccessible(ctx)
+		if err == nil && !ok {
+			err = fmt.Errorf("bucket not accessible")
+		}
+		return err
+	}})
 	if a.redis != nil {
 		checks = append(checks, api.ReadyCheck{Name: "redis", Check: func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }})
 	}

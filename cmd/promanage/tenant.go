@@ -81,7 +81,8 @@ func (m *Main) runTenant(ctx context.Context, args []string) error {
 		case "resume":
 			err = a.registry.SetState(ctx, t.ID, tenant.StateActive)
 		case "purge":
-			err = a.registry.Purge(ctx, t.ID)
+			// The same path as the worker's purge job: blobs, then schema.
+			err = purgeTenant(ctx, a, t)
 		}
 		if err != nil {
 			return err
