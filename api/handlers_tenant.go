@@ -24,6 +24,8 @@ type tenantView struct {
 	Role          string    `json:"role,omitempty"`
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
+	// Storage is the tenant's document storage use (GET of one tenant only).
+	Storage *storageView `json:"storage,omitempty"`
 }
 
 func viewTenant(t *tenant.Tenant, role string) tenantView {
@@ -87,7 +89,13 @@ func (s *Server) listTenants(c *fiber.Ctx) error {
 }
 
 func (s *Server) getTenant(c *fiber.Ctx) error {
-	return c.JSON(viewTenant(currentTenant(c), currentRole(c)))
+	v := viewTenant(currentTenant(c), currentRole(c))
+	st, err := s.tenantStorage(c.UserContext(), currentTenant(c))
+	if err != nil {
+		return err
+	}
+	v.Storage = st
+	return c.JSON(v)
 }
 
 func (s *Server) patchTenant(c *fiber.Ctx) error {
@@ -178,6 +186,10 @@ func (s *Server) putMember(c *fiber.Ctx) error {
 	if err := s.requireOwnerPower(c, userID, role); err != nil {
 		return err
 	}
+	// Nobody grants a role holding a permission they do not hold themselves.
+	if err := s.requireRoleCeiling(c, userID, role); err != nil {
+		return err
+	}
 	prev, err := s.d.Members.SetRole(c.UserContext(), currentTenant(c).Scope(), actor(c), userID, role)
 	if err != nil {
 		return err
@@ -205,6 +217,16 @@ func (s *Server) deleteMember(c *fiber.Ctx) error {
 	}
 	if err := s.requireOwnerPower(c, userID, ""); err != nil {
 		return err
+	}
+	// Nor removes someone whose role holds more than theirs.
+	targetRole, err := s.d.Enforcers.RoleOf(c.UserContext(), currentTenant(c).ID, userID)
+	if err != nil {
+		return err
+	}
+	if targetRole != "" {
+		if err := s.requireRoleCeiling(c, userID, targetRole); err != nil {
+			return err
+		}
 	}
 	if err := s.d.Members.Remove(c.UserContext(), currentTenant(c).Scope(), actor(c), userID); err != nil {
 		return err

@@ -41,6 +41,9 @@ type Principal struct {
 	Name      string    `json:"name"`
 	SessionID string    `json:"session_id"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// IdentityUpdatedAt is the identity's updated_at in Kratos (zero if
+	// unknown): profile writes apply only when newer.
+	IdentityUpdatedAt time.Time `json:"identity_updated_at,omitzero"`
 }
 
 // Credential is what a request presented.
@@ -82,6 +85,9 @@ type Options struct {
 	HTTPClient *http.Client
 	// DB is where first-seen identities are upserted into public.users.
 	DB *gorm.DB
+	// JWT, if set, verifies bearer tokens that look like JWTs (minted by
+	// Kratos' session tokenizer) locally; without it such tokens are refused.
+	JWT *JWTVerifier
 }
 
 // Authenticator verifies credentials against Kratos.
@@ -91,6 +97,7 @@ type Authenticator struct {
 	sharedTTL time.Duration
 	localTTL  time.Duration
 	db        *gorm.DB
+	jwt       *JWTVerifier
 	now       func() time.Time
 
 	mu    sync.Mutex
@@ -117,6 +124,7 @@ func NewAuthenticator(opts Options) *Authenticator {
 		sharedTTL: 60 * time.Second,
 		localTTL:  3 * time.Second,
 		db:        opts.DB,
+		jwt:       opts.JWT,
 		now:       time.Now,
 		local:     map[string]localEntry{},
 	}
@@ -139,6 +147,9 @@ func NewAuthenticator(opts Options) *Authenticator {
 func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, fresh bool) (*Principal, error) {
 	if cred.Token == "" && cred.Cookie == "" {
 		return nil, ErrUnauthenticated
+	}
+	if cred.Token != "" && LooksLikeJWT(cred.Token) {
+		return a.AuthenticateJWT(ctx, nil, cred.Token)
 	}
 	key := cred.cacheKey()
 	now := a.now()
@@ -176,6 +187,27 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, fresh
 			}
 		}
 		a.remember(key, *p, now)
+	}
+	return p, nil
+}
+
+// AuthenticateJWT verifies a tokenizer JWT locally with v (nil: the one in
+// Options; none at all: ErrUnauthenticated) and upserts its user. There is no
+// fresh variant: a JWT cannot be revoked before it expires, so the tokenizer
+// template's short ttl bounds how long a revoked session's JWT still works.
+func (a *Authenticator) AuthenticateJWT(ctx context.Context, v *JWTVerifier, tok string) (*Principal, error) {
+	if v == nil {
+		v = a.jwt
+	}
+	if v == nil {
+		return nil, ErrUnauthenticated
+	}
+	p, err := v.Verify(ctx, tok)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.upsertUser(ctx, p); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -242,6 +274,9 @@ func principalOf(sess *ory.Session, now time.Time) (*Principal, error) {
 		return nil, ErrUnauthenticated
 	}
 	p.Email, p.Name = traitsOf(sess.Identity.Traits)
+	if sess.Identity.UpdatedAt != nil {
+		p.IdentityUpdatedAt = sess.Identity.UpdatedAt.UTC()
+	}
 	return p, nil
 }
 
@@ -276,7 +311,11 @@ func (a *Authenticator) upsertUser(ctx context.Context, p *Principal) error {
 	if v, ok := a.seen.Load(p.ID); ok && v.(string) == sig {
 		return nil
 	}
-	if err := UpsertUser(ctx, a.db, p.ID, p.Email, p.Name); err != nil {
+	if p.IdentityUpdatedAt.IsZero() && p.Email != "" {
+		if err := UpsertUser(ctx, a.db, p.ID, p.Email, p.Name); err != nil {
+			return err
+		}
+	} else if _, err := UpsertUserIfNewer(ctx, a.db, UserRecord{ID: p.ID, Email: p.Email, Name: p.Name, IdentityUpdatedAt: p.IdentityUpdatedAt}); err != nil {
 		return err
 	}
 	a.seen.Store(p.ID, sig)

@@ -29,6 +29,28 @@ type Config struct {
 	DBMaxConns       int
 	TenantDeleteDays int
 	MigrateParallel  int
+	// Documents (issue 5): platform defaults of the per-tenant limits.
+	StorageQuotaBytes int
+	MaxFileBytes      int
+	// Access (issue 3): tokens, hooks and rate limits.
+	JWKSURL         string
+	JWTIssuer       string
+	JWTAudience     string
+	HookAPIKey      string
+	RateLimitUser   int
+	RateLimitTenant int
+	RateLimitWindow time.Duration
+	PurgeInterval   time.Duration
+	// Plugins (issue 6): operator limits of the Wasm sandbox and webhooks.
+	PluginAllowPrivate       string
+	PluginMaxModuleBytes     int
+	PluginMaxMemoryMB        int
+	PluginValidateTimeout    time.Duration
+	PluginNotifyTimeout      time.Duration
+	PluginMaxTimeout         time.Duration
+	PluginTenantConcurrency  int
+	PluginMaxConcurrentCalls int
+	PluginCacheTTL           time.Duration
 }
 
 type setting struct {
@@ -54,7 +76,26 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "20s", help: "how long to drain in-flight requests on SIGTERM", dur: &c.ShutdownTimeout},
 		{env: "PROMANAGE_DB_MAX_CONNS", flag: "db-max-conns", def: "20", help: "maximum open database connections per process", num: &c.DBMaxConns},
 		{env: "PROMANAGE_TENANT_DELETE_GRACE_DAYS", flag: "tenant-delete-grace-days", def: "30", help: "days a deleted tenant is kept before it is purged", num: &c.TenantDeleteDays},
+		{env: "PROMANAGE_STORAGE_QUOTA_BYTES", flag: "storage-quota-bytes", def: "53687091200", help: "default per-tenant document storage quota in bytes (50 GiB); a tenant's own setting overrides it", num: &c.StorageQuotaBytes},
+		{env: "PROMANAGE_MAX_FILE_BYTES", flag: "max-file-bytes", def: "2147483648", help: "default per-tenant limit of one document version in bytes (2 GiB)", num: &c.MaxFileBytes},
 		{env: "PROMANAGE_MIGRATE_PARALLEL", flag: "migrate-parallel", def: "4", help: "tenant schemas migrated at once by `migrate`", num: &c.MigrateParallel},
+		{env: "PROMANAGE_JWKS_URL", flag: "jwks-url", def: "", help: "public JWKS of Kratos' session tokenizer (file:// or https://); empty refuses JWTs", str: &c.JWKSURL},
+		{env: "PROMANAGE_JWT_ISSUER", flag: "jwt-issuer", def: "", help: "required iss of JWTs; default the Kratos public URL", str: &c.JWTIssuer},
+		{env: "PROMANAGE_JWT_AUDIENCE", flag: "jwt-audience", def: "promanage", help: "required aud of JWTs (set by the tokenizer's claims mapper); empty skips the check", str: &c.JWTAudience},
+		{env: "PROMANAGE_HOOK_API_KEY", flag: "hook-api-key", def: "", help: "API key Kratos' web hooks send in X-Hook-Key; empty disables /v1/hooks/*", str: &c.HookAPIKey},
+		{env: "PROMANAGE_RATE_LIMIT_USER", flag: "rate-limit-user", def: "1200", help: "requests per window per identity; 0 disables", num: &c.RateLimitUser},
+		{env: "PROMANAGE_RATE_LIMIT_TENANT", flag: "rate-limit-tenant", def: "6000", help: "requests per window per tenant (all members together); 0 disables", num: &c.RateLimitTenant},
+		{env: "PROMANAGE_RATE_LIMIT_WINDOW", flag: "rate-limit-window", def: "1m", help: "rate-limit window", dur: &c.RateLimitWindow},
+		{env: "PROMANAGE_PURGE_INTERVAL", flag: "purge-interval", def: "10m", help: "how often the worker purges tenants whose deletion grace period ended", dur: &c.PurgeInterval},
+		{env: "PROMANAGE_PLUGIN_ALLOW_PRIVATE_ADDRESSES", flag: "plugin-allow-private-addresses", def: "false", help: "let plugin webhooks reach loopback and private addresses (development and tests only: SSRF)", str: &c.PluginAllowPrivate},
+		{env: "PROMANAGE_PLUGIN_MAX_MODULE_BYTES", flag: "plugin-max-module-bytes", def: "8388608", help: "largest plugin .wasm module accepted at upload", num: &c.PluginMaxModuleBytes},
+		{env: "PROMANAGE_PLUGIN_MAX_MEMORY_MB", flag: "plugin-max-memory-mb", def: "16", help: "linear memory of one plugin instance, in MiB", num: &c.PluginMaxMemoryMB},
+		{env: "PROMANAGE_PLUGIN_VALIDATE_TIMEOUT", flag: "plugin-validate-timeout", def: "100ms", help: "default deadline of a validation hook call", dur: &c.PluginValidateTimeout},
+		{env: "PROMANAGE_PLUGIN_NOTIFY_TIMEOUT", flag: "plugin-notify-timeout", def: "2s", help: "default deadline of a notification hook call", dur: &c.PluginNotifyTimeout},
+		{env: "PROMANAGE_PLUGIN_MAX_TIMEOUT", flag: "plugin-max-timeout", def: "5s", help: "largest timeout_ms a plugin manifest may ask for", dur: &c.PluginMaxTimeout},
+		{env: "PROMANAGE_PLUGIN_TENANT_CONCURRENCY", flag: "plugin-tenant-concurrency", def: "4", help: "plugin calls running at once per tenant", num: &c.PluginTenantConcurrency},
+		{env: "PROMANAGE_PLUGIN_MAX_CONCURRENT_CALLS", flag: "plugin-max-concurrent-calls", def: "16", help: "plugin calls running at once in the process, all tenants together", num: &c.PluginMaxConcurrentCalls},
+		{env: "PROMANAGE_PLUGIN_CACHE_TTL", flag: "plugin-cache-ttl", def: "2s", help: "how long a process trusts its cached list of a tenant's plugins (other replicas see a change within it)", dur: &c.PluginCacheTTL},
 	}
 }
 
@@ -106,4 +147,15 @@ func (c *Config) origins() []string {
 		}
 	}
 	return out
+}
+
+// defaultConfig returns the settings as the environment and the defaults
+// give them, without flags.
+func defaultConfig() (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
+	if err := c.register(fs); err != nil {
+		return c, err
+	}
+	return c, fs.Parse(nil)
 }

@@ -40,8 +40,15 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 	if err := os.MkdirAll(m.Config.DataDir, 0o750); err != nil {
 		return err
 	}
+	// Development defaults that match deploy/kratos (never for production).
 	if m.Config.SecretKey == "" {
 		m.Config.SecretKey = "dev-only-secret-key-do-not-use-in-production"
+	}
+	if m.Config.HookAPIKey == "" {
+		m.Config.HookAPIKey = "dev-only-hook-key-not-for-production"
+	}
+	if m.Config.JWKSURL == "" {
+		m.Config.JWKSURL = "file://deploy/kratos/jwks.dev-only.public.json"
 	}
 	var stops []func()
 	defer func() {

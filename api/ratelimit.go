@@ -1,0 +1,162 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/promanage/promanage/core"
+)
+
+// LimitResult is the state of one rate-limit window after a request.
+type LimitResult struct {
+	Allowed   bool
+	Limit     int
+	Remaining int
+	// Reset is the time until the window ends.
+	Reset time.Duration
+}
+
+// Limiter counts requests per key in fixed windows. An error means the
+// count is unknown: the caller serves the request anyway (fail-open).
+type Limiter interface {
+	Take(ctx context.Context, key string, limit int, window time.Duration) (LimitResult, error)
+}
+
+// RateLimits configures the per-identity and per-tenant limits.
+type RateLimits struct {
+	// Limiter counts; nil disables rate limiting.
+	Limiter Limiter
+	// User and Tenant are requests per Window for one identity and for one
+	// tenant (all its members together); 0 disables that limit.
+	User, Tenant int
+	Window       time.Duration
+}
+
+// fixedWindow increments the window's counter, starts its expiry on the
+// first hit (and repairs a counter without one), and returns the count and
+// the milliseconds left. One round trip, atomic.
+var fixedWindow = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+`)
+
+// RedisLimiter is a fixed-window Limiter in Redis, shared by every replica.
+// When Redis fails it stops asking for a second (so a dead Redis costs no
+// latency) and the API serves without limits: availability beats
+// throttling, and authentication does not depend on it.
+type RedisLimiter struct {
+	c         redis.UniversalClient
+	skipUntil atomic.Int64 // unix nanos
+	lastLog   atomic.Int64
+}
+
+// NewRedisLimiter returns a Limiter on c.
+func NewRedisLimiter(c redis.UniversalClient) *RedisLimiter { return &RedisLimiter{c: c} }
+
+// Take counts one request against key.
+func (l *RedisLimiter) Take(ctx context.Context, key string, limit int, window time.Duration) (LimitResult, error) {
+	now := time.Now()
+	if now.UnixNano() < l.skipUntil.Load() {
+		return LimitResult{}, errLimiterDown
+	}
+	ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	res, err := fixedWindow.Run(ctx, l.c, []string{"pm:rl:" + key}, window.Milliseconds()).Int64Slice()
+	if err != nil || len(res) != 2 {
+		l.skipUntil.Store(now.Add(time.Second).UnixNano())
+		if last := l.lastLog.Load(); now.UnixNano()-last > int64(10*time.Second) && l.lastLog.CompareAndSwap(last, now.UnixNano()) {
+			slog.WarnContext(ctx, "rate limiter unavailable: serving without limits", "err", err)
+		}
+		if err == nil {
+			err = errLimiterDown
+		}
+		return LimitResult{}, fmt.Errorf("rate limit: %w", err)
+	}
+	n, ttl := int(res[0]), time.Duration(res[1])*time.Millisecond
+	return LimitResult{Allowed: n <= limit, Limit: limit, Remaining: max(0, limit-n), Reset: ttl}, nil
+}
+
+var errLimiterDown = fmt.Errorf("limiter unavailable")
+
+// MemoryLimiter is the in-process Limiter used without Redis (one replica).
+type MemoryLimiter struct {
+	mu sync.Mutex
+	m  map[string]*memWindow
+}
+
+type memWindow struct {
+	n     int
+	reset time.Time
+}
+
+// NewMemoryLimiter returns an empty in-process Limiter.
+func NewMemoryLimiter() *MemoryLimiter { return &MemoryLimiter{m: map[string]*memWindow{}} }
+
+// Take counts one request against key.
+func (l *MemoryLimiter) Take(_ context.Context, key string, limit int, window time.Duration) (LimitResult, error) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.m[key]
+	if w == nil || !now.Before(w.reset) {
+		if len(l.m) > 100_000 { // bound memory: drop finished windows
+			for k, v := range l.m {
+				if !now.Before(v.reset) {
+					delete(l.m, k)
+				}
+			}
+		}
+		w = &memWindow{reset: now.Add(window)}
+		l.m[key] = w
+	}
+	w.n++
+	return LimitResult{Allowed: w.n <= limit, Limit: limit, Remaining: max(0, limit-w.n), Reset: w.reset.Sub(now)}, nil
+}
+
+const localLimit = "pm.ratelimit"
+
+// rateLimit counts the request against one limit. The RateLimit-* headers
+// describe the tightest limit that applies to the request; over a limit the
+// answer is 429 with Retry-After. A limiter error lets the request through.
+func (s *Server) rateLimit(c *fiber.Ctx, key string, limit int) error {
+	rl := s.d.Access.RateLimits
+	if rl.Limiter == nil || limit <= 0 {
+		return nil
+	}
+	window := rl.Window
+	if window <= 0 {
+		window = time.Minute
+	}
+	res, err := rl.Limiter.Take(c.UserContext(), key, limit, window)
+	if err != nil {
+		return nil // fail-open, logged by the limiter
+	}
+	if prev, ok := c.Locals(localLimit).(LimitResult); !ok || res.Remaining < prev.Remaining || !res.Allowed {
+		c.Locals(localLimit, res)
+		reset := int(math.Ceil(res.Reset.Seconds()))
+		c.Set("RateLimit-Limit", strconv.Itoa(res.Limit))
+		c.Set("RateLimit-Remaining", strconv.Itoa(res.Remaining))
+		c.Set("RateLimit-Reset", strconv.Itoa(reset))
+		if !res.Allowed {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(max(1, reset)))
+		}
+	}
+	if !res.Allowed {
+		return errf(core.ERATELIMITED, "too many requests: retry after the time in Retry-After")
+	}
+	return nil
+}

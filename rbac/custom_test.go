@@ -1,0 +1,233 @@
+package rbac_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/promanage/promanage/internal/testenv"
+	"github.com/promanage/promanage/rbac"
+)
+
+func TestValidateCustomRole(t *testing.T) {
+	p := func(s string) rbac.Permission {
+		v, ok := rbac.ParsePermission(s)
+		if !ok {
+			t.Fatalf("parse %q", s)
+		}
+		return v
+	}
+	cases := []struct {
+		name  string
+		role  string
+		perms []rbac.Permission
+		want  error
+	}{
+		{"OK", "auditor", []rbac.Permission{p("audit:read"), p("projects:read"), p("audit:read")}, nil},
+		{"Builtin", "admin", []rbac.Permission{p("projects:read")}, rbac.ErrBuiltinRole},
+		{"UpperCase", "Auditor", []rbac.Permission{p("projects:read")}, rbac.ErrInvalidRoleName},
+		{"TooShort", "a", []rbac.Permission{p("projects:read")}, rbac.ErrInvalidRoleName},
+		{"TooLong", "a23456789012345678901234567890123456789012", []rbac.Permission{p("projects:read")}, rbac.ErrInvalidRoleName},
+		{"Empty", "nothing", nil, rbac.ErrEmptyRole},
+		{"UnknownPermission", "hacker", []rbac.Permission{p("projects:destroy")}, rbac.ErrInvalidPerm},
+		{"OwnerOnlyManageOwners", "crown", []rbac.Permission{p("members:manage_owners")}, rbac.ErrOwnerOnlyPerm},
+		{"OwnerOnlyTenantDelete", "crown", []rbac.Permission{p("tenant:delete")}, rbac.ErrOwnerOnlyPerm},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := rbac.ValidateCustomRole(tc.role, tc.perms)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if tc.want == nil && len(got) != 2 {
+				t.Fatalf("permissions not deduplicated: %v", got)
+			}
+		})
+	}
+}
+
+// fixture makes a tenant row (the registry is another package's business;
+// a bare row is enough for memberships) and returns its id.
+func fixture(t *testing.T, db *gorm.DB) (tenantID uuid.UUID, owner uuid.UUID) {
+	t.Helper()
+	tenantID, owner = uuid.New(), uuid.New()
+	if err := db.Exec(`INSERT INTO public.tenants (id, slug, name, state, schema_name) VALUES (?, ?, 'rbac test', 'active', ?)`,
+		tenantID, testenv.Slug("rbac"), "t_rbac_"+uuid.NewString()[:8]).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []uuid.UUID{owner} {
+		if err := db.Exec(`INSERT INTO public.users (id, email) VALUES (?, ?)`, u, testenv.Email("rbac")).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Transaction(func(tx *gorm.DB) error { return rbac.SeedTenant(tx, tenantID, owner) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Exec("DELETE FROM public.casbin_rule WHERE (ptype = 'p' AND v1 = ?) OR (ptype = 'g' AND v2 = ?)", tenantID.String(), tenantID.String())
+		db.Exec("DELETE FROM public.tenants WHERE id = ?", tenantID)
+		db.Exec("DELETE FROM public.users WHERE id = ?", owner)
+	})
+	return tenantID, owner
+}
+
+type ruleRow struct {
+	ID int64
+	V2 string
+	V3 string
+}
+
+func roleRows(t *testing.T, db *gorm.DB, tenantID uuid.UUID, role string) map[string]int64 {
+	t.Helper()
+	var rows []ruleRow
+	if err := db.Raw("SELECT id, v2, v3 FROM public.casbin_rule WHERE ptype = 'p' AND v0 = ? AND v1 = ?", role, tenantID.String()).Scan(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, r := range rows {
+		out[r.V2+":"+r.V3] = r.ID
+	}
+	return out
+}
+
+// Changing a role touches only the rows that differ: unchanged permissions
+// keep their row (no truncate-and-rewrite, so a concurrent change on another
+// replica is never lost).
+func TestPutRoleIsIncremental(t *testing.T) {
+	db := testenv.DB(t)
+	tid, owner := fixture(t, db)
+	perms := func(ss ...string) []rbac.Permission {
+		var out []rbac.Permission
+		for _, s := range ss {
+			p, _ := rbac.ParsePermission(s)
+			out = append(out, p)
+		}
+		return out
+	}
+	put := func(ps []rbac.Permission) []rbac.Permission {
+		var prev []rbac.Permission
+		err := db.Transaction(func(tx *gorm.DB) (err error) { prev, err = rbac.PutRole(tx, tid, "reviewer", ps); return err })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return prev
+	}
+	if prev := put(perms("projects:read", "tasks:read")); prev != nil {
+		t.Fatalf("new role has previous permissions %v", prev)
+	}
+	before := roleRows(t, db, tid, "reviewer")
+	otherBefore := roleRows(t, db, tid, rbac.RoleViewer)
+	prev := put(perms("projects:read", "documents:read"))
+	if !slices.Equal(prev, perms("projects:read", "tasks:read")) {
+		t.Fatalf("previous = %v", prev)
+	}
+	after := roleRows(t, db, tid, "reviewer")
+	if len(after) != 2 || after["projects:read"] != before["projects:read"] || after["documents:read"] == 0 || after["tasks:read"] != 0 {
+		t.Fatalf("rows before %v, after %v", before, after)
+	}
+	if got := roleRows(t, db, tid, rbac.RoleViewer); len(got) != len(otherBefore) {
+		t.Fatalf("viewer rows changed: %v -> %v", otherBefore, got)
+	}
+	err := db.Transaction(func(tx *gorm.DB) error {
+		_, err := rbac.PutRole(tx, tid, rbac.RoleAdmin, perms("projects:read"))
+		return err
+	})
+	if !errors.Is(err, rbac.ErrBuiltinRole) {
+		t.Fatalf("editing a built-in role: %v", err)
+	}
+
+	// A role in use cannot be deleted; once unused it can.
+	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.SetMemberRole(tx, tid, owner, "reviewer"); return err }); !errors.Is(err, rbac.ErrLastOwner) {
+		t.Fatalf("demoting the last owner: %v", err)
+	}
+	second := uuid.New()
+	if err := db.Exec(`INSERT INTO public.users (id, email) VALUES (?, ?)`, second, testenv.Email("rbac2")).Error; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Exec("DELETE FROM public.users WHERE id = ?", second) })
+	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.SetMemberRole(tx, tid, second, "reviewer"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	del := func(name string) error {
+		return db.Transaction(func(tx *gorm.DB) error { _, err := rbac.DeleteRole(tx, tid, name); return err })
+	}
+	if err := del("reviewer"); !errors.Is(err, rbac.ErrRoleInUse) {
+		t.Fatalf("deleting a role in use: %v", err)
+	}
+	if err := del(rbac.RoleViewer); !errors.Is(err, rbac.ErrBuiltinRole) {
+		t.Fatalf("deleting a built-in role: %v", err)
+	}
+	if err := del("nosuchrole"); !errors.Is(err, rbac.ErrRoleNotFound) {
+		t.Fatalf("deleting an unknown role: %v", err)
+	}
+	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.RemoveMember(tx, tid, second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := del("reviewer"); err != nil {
+		t.Fatal(err)
+	}
+	if got := roleRows(t, db, tid, "reviewer"); len(got) != 0 {
+		t.Fatalf("rows left after delete: %v", got)
+	}
+}
+
+// When an invalidation message is lost (no pub/sub at all here), the
+// periodic reload (MaxAge) still ends a revoked grant.
+func TestEnforcerReconcilesWithoutInvalidation(t *testing.T) {
+	db := testenv.DB(t)
+	tid, _ := fixture(t, db)
+	user := uuid.New()
+	if err := db.Exec(`INSERT INTO public.users (id, email) VALUES (?, ?)`, user, testenv.Email("rbac3")).Error; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Exec("DELETE FROM public.users WHERE id = ?", user) })
+	const maxAge = 300 * time.Millisecond
+	es, err := rbac.NewEnforcers(db, &rbac.Options{MaxAge: maxAge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	allowed := func() bool {
+		ok, err := es.Allow(ctx, tid, user, rbac.ObjProjects, rbac.ActCreate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if allowed() {
+		t.Fatal("non-member allowed")
+	}
+	// Grant directly in the database, as another replica would, with no
+	// invalidation published.
+	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.SetMemberRole(tx, tid, user, rbac.RoleManager); return err }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*maxAge, allowed, true, "grant")
+	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.RemoveMember(tx, tid, user); return err }); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if !allowed() {
+		t.Fatal("the cached enforcer was not used at all (test cannot tell reload from no cache)")
+	}
+	waitFor(t, 5*maxAge, allowed, false, "revocation")
+	if d := time.Since(start); d < maxAge/2 {
+		t.Fatalf("revocation seen after %v: the enforcer was not cached", d)
+	}
+}
+
+func waitFor(t *testing.T, max time.Duration, f func() bool, want bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(max)
+	for f() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not seen within %v", what, max)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
