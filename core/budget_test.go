@@ -259,3 +259,43 @@ func TestBudgetThresholdCrossedOnce(t *testing.T) {
 		t.Fatalf("a further expense below 100 %% re-fired: %v", got)
 	}
 }
+
+// Days between dates more than 292 years apart (the range of a
+// time.Duration) are counted exactly, not saturated.
+func TestBudgetReportFarDates(t *testing.T) {
+	db := testenv.DB(t)
+	ctx := context.Background()
+	tn, owner := workTenant(t, db)
+	sc := tn.Scope()
+	p := newProject(t, db, sc, owner, core.ProjectInput{Key: "FAR", Status: core.ProjectActive,
+		StartDate: mustDate(t, "1700-01-01"), Deadline: mustDate(t, "2400-01-01"),
+		Budget: &core.Money{AmountMinor: 1 << 40, Currency: "EUR"}})
+	clock := fixedClock("2030-06-10T12:00:00Z")
+	exp := &core.ExpenseService{DB: db, Now: clock}
+	if _, err := exp.Create(ctx, sc, owner, p.ID, core.ExpenseInput{AmountMinor: 1_000_000_000, Currency: "EUR", SpentOn: mustDate(t, "2030-06-01")}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := (&core.BudgetService{DB: db, Now: clock}).Get(ctx, sc, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := func(s string) int64 { return mustDate(t, s).Time().Unix() / 86400 }
+	wantBurn := day("2030-06-10") - day("1700-01-01") + 1
+	wantLeft := day("2400-01-01") - day("2030-06-10")
+	if rep.BurnDays != wantBurn {
+		t.Errorf("burn_days = %d, want %d", rep.BurnDays, wantBurn)
+	}
+	if rep.DaysLeft == nil || *rep.DaysLeft != wantLeft {
+		t.Errorf("days_remaining = %v, want %d", deref(rep.DaysLeft), wantLeft)
+	}
+	if want := 1_000_000_000 / wantBurn; rep.BurnRate != want {
+		t.Errorf("burn_rate_per_day = %d, want %d", rep.BurnRate, want)
+	}
+}
+
+func deref(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}

@@ -23,6 +23,9 @@ type Delivery struct {
 	// idempotency key of whatever they do, so a redelivery after a crash
 	// has no second effect.
 	Key string
+	// leaseEnd is when this process must assume the claim's lease ended
+	// (the claim started no earlier than the moment before the query).
+	leaseEnd time.Time
 }
 
 // Consumer handles outbox events. A returned error is retried with backoff.
@@ -141,6 +144,7 @@ type claimed struct {
 // Claim takes up to Batch due deliveries under a lease.
 func (w *OutboxWorker) Claim(ctx context.Context) ([]Delivery, error) {
 	w.defaults()
+	leaseEnd := time.Now().Add(w.Lease)
 	var rows []claimed
 	err := w.DB.WithContext(ctx).Raw(`UPDATE public.outbox_deliveries d
 		SET locked_until = now() + make_interval(secs => ?), attempts = d.attempts + 1
@@ -185,6 +189,7 @@ func (w *OutboxWorker) Claim(ctx context.Context) ([]Delivery, error) {
 		out = append(out, Delivery{
 			Event:    Event{ID: e.ID, Type: e.Type, SubjectID: e.SubjectID, ActorID: e.ActorID, Payload: json.RawMessage(e.Payload), OccurredAt: e.OccurredAt.UTC()},
 			TenantID: e.TenantID, Consumer: r.Consumer, Attempt: r.Attempts, Key: e.ID.String() + ":" + r.Consumer,
+			leaseEnd: leaseEnd,
 		})
 	}
 	return out, nil
@@ -208,7 +213,22 @@ func (w *OutboxWorker) handle(ctx context.Context, d Delivery) {
 	if !ok {
 		err = fmt.Errorf("no consumer %q in this worker", d.Consumer)
 	} else {
-		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.Lease*3/4)
+		// The handler must end well inside the claim's lease, which started
+		// with the batch, not with this delivery: a delivery handled after
+		// its lease ran out could be claimed and handled by another worker
+		// at the same time. One that has too little lease left is handed
+		// back, uncounted, for the next claim.
+		deadline := time.Now().Add(w.Lease * 3 / 4)
+		if !d.leaseEnd.IsZero() {
+			deadline = d.leaseEnd.Add(-w.Lease / 4)
+		}
+		if time.Until(deadline) < w.Lease/10 {
+			if err := w.release(context.WithoutCancel(ctx), d); err != nil {
+				slog.ErrorContext(ctx, "release outbox delivery", "event_id", d.Event.ID, "consumer", d.Consumer, "err", err)
+			}
+			return
+		}
+		hctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		err = safeHandle(hctx, c, d)
 		cancel()
 	}
@@ -247,6 +267,13 @@ func (w *OutboxWorker) Settle(ctx context.Context, d Delivery, herr error) error
 	}
 	return db.Exec(`UPDATE public.outbox_deliveries SET locked_until = NULL, last_error = ?, next_attempt_at = now() + make_interval(secs => ?)
 		WHERE event_id = ? AND consumer = ? AND attempts = ?`, msg, w.Backoff(d.Attempt).Seconds(), d.Event.ID, d.Consumer, d.Attempt).Error
+}
+
+// release hands back a claimed delivery that was not handled: its lease
+// ends now and the claim does not count as an attempt.
+func (w *OutboxWorker) release(ctx context.Context, d Delivery) error {
+	return w.DB.WithContext(ctx).Exec(`UPDATE public.outbox_deliveries SET locked_until = NULL, attempts = attempts - 1
+		WHERE event_id = ? AND consumer = ? AND attempts = ? AND state = 'pending'`, d.Event.ID, d.Consumer, d.Attempt).Error
 }
 
 // ErrPermanent marks a consumer error that retrying cannot fix: the delivery

@@ -356,3 +356,77 @@ func TestOutboxBackoffParkingAndReplay(t *testing.T) {
 		t.Fatalf("%d audit rows for the replay", audits)
 	}
 }
+
+// overlapConsumer blocks each delivery of one tenant until its context ends
+// and notes any delivery handled by two workers at the same time.
+type overlapConsumer struct {
+	tenant  uuid.UUID
+	mu      sync.Mutex
+	active  map[string]int
+	overlap []string
+	done    map[string]int
+}
+
+func (o *overlapConsumer) Handle(ctx context.Context, d core.Delivery) error {
+	if d.TenantID != o.tenant {
+		return nil
+	}
+	o.mu.Lock()
+	o.active[d.Key]++
+	if o.active[d.Key] > 1 {
+		o.overlap = append(o.overlap, d.Key)
+	}
+	o.mu.Unlock()
+	<-ctx.Done()
+	o.mu.Lock()
+	o.active[d.Key]--
+	o.done[d.Key]++
+	o.mu.Unlock()
+	return nil
+}
+
+// The deliveries of one claimed batch share one lease: a delivery handled
+// late in the batch must not run past it, or another worker claims and
+// handles it at the same time.
+func TestOutboxBatchNeverOutlivesItsLease(t *testing.T) {
+	db := isolatedOutboxDB(t)
+	drain(t, db)
+	ctx := context.Background()
+	tenantID := uuid.New()
+	keys := emitEvents(t, db, tenantID, 1) // two deliveries: alpha and beta
+	oc := &overlapConsumer{tenant: tenantID, active: map[string]int{}, done: map[string]int{}}
+	consumers := map[string]core.Consumer{"alpha": oc, "beta": oc}
+
+	first := &core.OutboxWorker{DB: db, Consumers: consumers, Lease: time.Second, Batch: 10}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := first.ProcessOnce(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	// Once the batch's lease has run out, a second worker claims what is
+	// claimable.
+	time.Sleep(1200 * time.Millisecond)
+	second := &core.OutboxWorker{DB: db, Consumers: consumers, Lease: time.Second, Batch: 10}
+	if _, err := second.ProcessOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	if len(oc.overlap) > 0 {
+		t.Fatalf("deliveries handled by two workers at once: %v", oc.overlap)
+	}
+	for _, k := range keys {
+		if oc.done[k] != 1 {
+			t.Errorf("delivery %s handled %d times, want 1", k, oc.done[k])
+		}
+	}
+	for _, d := range deliveriesOf(t, db, tenantID) {
+		if d.State != core.DeliveryDelivered || d.Attempts != 1 {
+			t.Errorf("delivery %+v, want delivered at attempt 1", d)
+		}
+	}
+}

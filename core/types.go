@@ -43,7 +43,7 @@ func (d Date) String() string       { return d.t.Format(dateLayout) }
 func (d Date) Before(o Date) bool   { return d.t.Before(o.t) }
 func (d Date) After(o Date) bool    { return d.t.After(o.t) }
 func (d Date) AddDays(n int) Date   { return Date{d.t.AddDate(0, 0, n)} }
-func (d Date) DaysUntil(o Date) int { return int(o.t.Sub(d.t).Hours() / 24) }
+func (d Date) DaysUntil(o Date) int { return int((o.t.Unix() - d.t.Unix()) / 86400) }
 
 func (d Date) MarshalJSON() ([]byte, error) {
 	if d.IsZero() {
