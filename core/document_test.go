@@ -340,3 +340,27 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Deleting a project deletes its documents: they are no longer reachable by
+// their own ids, and their blobs become the collector's.
+func TestDeletingProjectDeletesItsDocuments(t *testing.T) {
+	e := newDocEnv(t, nil)
+	ctx := context.Background()
+	doc, err := e.svc.Create(ctx, e.sc, e.actor, e.project, upload("kept with the project"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&core.ProjectService{DB: e.svc.DB}).Delete(ctx, e.sc, e.actor, e.project); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Get(ctx, e.sc, doc.ID); core.ErrorCode(err) != core.ENOTFOUND {
+		t.Fatalf("document of a deleted project: %v, want not_found", err)
+	}
+	var purgeAfter *time.Time
+	if err := e.svc.DB.Raw("SELECT purge_after FROM "+e.sc.Table("documents")+" WHERE id = ?", doc.ID).Scan(&purgeAfter).Error; err != nil {
+		t.Fatal(err)
+	}
+	if purgeAfter == nil || purgeAfter.Before(time.Now().Add(6*24*time.Hour)) {
+		t.Fatalf("purge_after = %v, want about 7 days from now", purgeAfter)
+	}
+}

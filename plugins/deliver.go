@@ -273,6 +273,8 @@ var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("2001:db8::/32"),   // documentation
 	netip.MustParsePrefix("2002::/16"),       // 6to4 (embeds IPv4)
 	netip.MustParsePrefix("fec0::/10"),       // deprecated site-local
+	netip.MustParsePrefix("::/96"),           // IPv4-compatible (deprecated; embeds IPv4)
+	netip.MustParsePrefix("::ffff:0:0:0/96"), // IPv4-translated (SIIT; embeds IPv4)
 }
 
 // publicAddr reports whether a is a globally routable unicast address.

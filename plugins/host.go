@@ -47,6 +47,7 @@ type Host struct {
 	plugins map[string]*Plugin
 	tenants map[string]chan struct{} // per-tenant semaphores
 	global  chan struct{}            // process-wide semaphore (MaxConcurrentCalls)
+	loads   chan struct{}            // process-wide semaphore (MaxConcurrentLoads)
 }
 
 // NewHost creates the runtime (compiler, memory cap, CloseOnContextDone,
@@ -69,7 +70,7 @@ func NewHost(ctx context.Context, opts *Options) (*Host, error) {
 		WithCompilationCache(cache)
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
 	h := &Host{opts: o, rt: rt, cache: cache, plugins: map[string]*Plugin{}, tenants: map[string]chan struct{}{},
-		global: make(chan struct{}, o.MaxConcurrentCalls)}
+		global: make(chan struct{}, o.MaxConcurrentCalls), loads: make(chan struct{}, o.MaxConcurrentLoads)}
 
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		h.Close(ctx)
@@ -173,6 +174,12 @@ func (h *Host) Load(ctx context.Context, key string, wasm []byte, m Manifest) (p
 	}
 	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
 		return nil, &InvalidModuleError{Reason: "not a WebAssembly binary module"}
+	}
+	select {
+	case h.loads <- struct{}{}:
+		defer func() { <-h.loads }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("load plugin %s: %w", key, ErrBusy)
 	}
 
 	defer func() {

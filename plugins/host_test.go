@@ -290,3 +290,26 @@ func TestCompilationCacheDir(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Compilations are capped process-wide: with the one load slot taken, a load
+// whose context ends first gets ErrBusy; once the slot is free it loads.
+func TestLoadConcurrencyCap(t *testing.T) {
+	ctx := context.Background()
+	h, err := NewHost(ctx, &Options{MaxConcurrentLoads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close(ctx) })
+	wasm := testdata(t, "good.wasm")
+	m := Manifest{Name: "good", Hooks: []string{"project.validate"}, FailurePolicy: "fail_closed"}
+	h.loads <- struct{}{} // an upload in progress
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := h.Load(short, "k1", wasm, m); !errors.Is(err, ErrBusy) {
+		t.Fatalf("load with the slot taken: %v, want ErrBusy", err)
+	}
+	<-h.loads
+	if _, err := h.Load(ctx, "k1", wasm, m); err != nil {
+		t.Fatalf("load with the slot free: %v", err)
+	}
+}

@@ -16,6 +16,10 @@ const (
 	// unbounded recursion, ~160 MiB of host memory (wazero's call stack)
 	// before it traps: per-tenant caps alone let many tenants multiply that.
 	DefaultMaxConcurrentCalls = 16
+	// DefaultMaxConcurrentLoads bounds module compilations (uploads) in the
+	// process: compiling an 8 MiB module and running its _initialize takes
+	// seconds of CPU, outside the call caps.
+	DefaultMaxConcurrentLoads = 2
 	DefaultValidateTimeout    = 100 * time.Millisecond
 	DefaultNotifyTimeout      = 2 * time.Second
 	DefaultMaxTimeout         = 5 * time.Second
@@ -50,6 +54,9 @@ type Options struct {
 	// hold at once. Keep it a multiple of TenantConcurrency so a few tenants
 	// at their own cap cannot take every slot.
 	MaxConcurrentCalls int
+	// MaxConcurrentLoads caps module compilations at once (uploads); a load
+	// that cannot start before its context ends fails with ErrBusy.
+	MaxConcurrentLoads int
 
 	ValidateTimeout time.Duration // default deadline of validation hooks
 	NotifyTimeout   time.Duration // default deadline of notification hooks
@@ -87,6 +94,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.MaxConcurrentCalls <= 0 {
 		r.MaxConcurrentCalls = DefaultMaxConcurrentCalls
+	}
+	if r.MaxConcurrentLoads <= 0 {
+		r.MaxConcurrentLoads = DefaultMaxConcurrentLoads
 	}
 	if r.ValidateTimeout <= 0 {
 		r.ValidateTimeout = DefaultValidateTimeout

@@ -290,6 +290,8 @@ func invalidErr(err error) error {
 		return core.Invalid(core.FieldError{Field: "module", Message: me.Reason})
 	case errors.As(err, &fe):
 		return core.Invalid(core.FieldError{Field: "manifest." + fe.Field, Message: fe.Reason})
+	case errors.Is(err, ErrBusy):
+		return &core.Error{Code: core.EUNAVAILABLE, Message: "the plugin host is busy compiling other modules; try again shortly", Err: err}
 	}
 	return err
 }
