@@ -89,7 +89,9 @@ func errorHandler(c *fiber.Ctx, err error) error {
 		p = problem{Status: statusOf(ce.Code), Code: ce.Code, Detail: ce.Message, Errors: ce.Fields, Plugin: ce.Plugin}
 		if p.Status >= 500 {
 			slog.ErrorContext(c.UserContext(), "request failed", "request_id", rid, "code", ce.Code, "err", err)
-			p.Detail = ce.Message
+			if p.Status == http.StatusInternalServerError {
+				p.Detail = "internal error" // only curated 503 messages reach the client
+			}
 		}
 	case errors.As(err, &fe):
 		p = problem{Status: fe.Code, Code: codeOfStatus(fe.Code), Detail: fe.Message}

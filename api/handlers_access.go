@@ -184,7 +184,7 @@ func translateRoleErr(err error) error {
 	case errors.Is(err, rbac.ErrTooManyRoles):
 		return &core.Error{Code: core.ECONFLICT, Message: "a tenant has at most 50 custom roles"}
 	case errors.Is(err, rbac.ErrInvalidRoleName):
-		return core.Invalid(core.FieldError{Field: "name", Message: "must match ^[a-z][a-z0-9_-]{1,39}$ (lowercase, 2-40 characters)"})
+		return core.Invalid(core.FieldError{Field: "name", Message: "must match ^[a-z][a-z0-9_-]{1,39}$ (lowercase, 2-40 characters) and not be a user id"})
 	case errors.Is(err, rbac.ErrOwnerOnlyPerm):
 		return core.Invalid(core.FieldError{Field: "permissions", Message: err.Error() + " (owner-only powers stay with the owner role)"})
 	case errors.Is(err, rbac.ErrInvalidPerm), errors.Is(err, rbac.ErrEmptyRole), errors.Is(err, rbac.ErrTooManyPermsRole):

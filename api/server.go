@@ -221,8 +221,16 @@ func (s *Server) bodyGuard(streams bool) fiber.Handler {
 			return c.Next()
 		}
 		limit := s.o.BodyLimit
-		if cl := c.Request().Header.ContentLength(); cl > limit {
+		tooLarge := func() error {
+			// Read (and drop) what the client is still sending, so it can
+			// read the 413 instead of a connection reset; the connection
+			// closes after the answer either way.
+			drain(&streamedBody{r: stream}, c.Context().Conn())
+			c.Context().SetConnectionClose()
 			return errf(core.ETOOLARGE, "the request body exceeds "+strconv.Itoa(limit)+" bytes")
+		}
+		if cl := c.Request().Header.ContentLength(); cl > limit {
+			return tooLarge()
 		}
 		buf, err := io.ReadAll(io.LimitReader(stream, int64(limit)+1))
 		if err != nil {
@@ -230,7 +238,7 @@ func (s *Server) bodyGuard(streams bool) fiber.Handler {
 			return fiber.NewError(fiber.StatusBadRequest, "the request body could not be read")
 		}
 		if len(buf) > limit {
-			return errf(core.ETOOLARGE, "the request body exceeds "+strconv.Itoa(limit)+" bytes")
+			return tooLarge()
 		}
 		c.Request().SetBodyRaw(buf)
 		return c.Next()

@@ -16,6 +16,10 @@ type Verdict struct {
 	// Plugin and Message explain a rejection.
 	Plugin  string
 	Message string
+	// Patched is the input after the plugins' merge patches (RFC 7396),
+	// nil when no plugin returned a patch. Services that support patches
+	// apply it and validate the result again with their own rules.
+	Patched json.RawMessage
 }
 
 // HookRunner runs a tenant's validation plugins for a hook. Package plugins
@@ -37,21 +41,29 @@ type validationInput struct {
 
 // validate returns EPLUGINREJECTED when a plugin rejects the change. Plugin
 // errors are already resolved by the runner according to each plugin's
-// failure policy; an error here means the change must not proceed.
+// failure policy; an error here means the change must not proceed. Patches
+// are ignored (see validatePatched).
 func (h ValidationHooks) validate(ctx context.Context, sc tenant.Scope, hook, op string, input, current any) error {
+	_, err := h.validatePatched(ctx, sc, hook, op, input, current)
+	return err
+}
+
+// validatePatched is validate that also returns the input as patched by
+// the plugins (nil when unchanged).
+func (h ValidationHooks) validatePatched(ctx context.Context, sc tenant.Scope, hook, op string, input, current any) (json.RawMessage, error) {
 	if h.Runner == nil {
-		return nil
+		return nil, nil
 	}
 	b, err := json.Marshal(validationInput{Hook: hook, Operation: op, Input: input, Current: current})
 	if err != nil {
-		return fmt.Errorf("%s: %w", hook, err)
+		return nil, fmt.Errorf("%s: %w", hook, err)
 	}
 	v, err := h.Runner.RunValidation(ctx, sc.ID, hook, b)
 	if err != nil {
-		return fmt.Errorf("%s: %w", hook, err)
+		return nil, fmt.Errorf("%s: %w", hook, err)
 	}
 	if !v.Allowed {
-		return &Error{Code: EPLUGINREJECTED, Plugin: v.Plugin, Message: v.Message}
+		return nil, &Error{Code: EPLUGINREJECTED, Plugin: v.Plugin, Message: v.Message}
 	}
-	return nil
+	return v.Patched, nil
 }

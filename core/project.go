@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -196,8 +197,14 @@ func (s *ProjectService) Create(ctx context.Context, sc tenant.Scope, actor Acto
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	if err := s.Hooks.validate(ctx, sc, "project.validate", "create", projectHookView(in), nil); err != nil {
+	patched, err := s.Hooks.validatePatched(ctx, sc, "project.validate", "create", projectHookView(in), nil)
+	if err != nil {
 		return nil, err
+	}
+	if patched != nil {
+		if in, err = applyProjectPatch(in, patched, true); err != nil {
+			return nil, err
+		}
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -383,8 +390,29 @@ func (s *ProjectService) Update(ctx context.Context, sc tenant.Scope, actor Acto
 			out = before
 			return nil
 		}
-		if err := s.Hooks.validate(ctx, sc, "project.validate", "update", projectHookViewOf(p), projectHookViewOf(before)); err != nil {
+		patched, err := s.Hooks.validatePatched(ctx, sc, "project.validate", "update", projectHookViewOf(p), projectHookViewOf(before))
+		if err != nil {
 			return err
+		}
+		if patched != nil {
+			in, err := applyProjectPatch(ProjectInput{Key: p.Key, Name: p.Name, Description: p.Description, Status: p.Status,
+				StartDate: p.StartDate, Deadline: p.Deadline, Budget: p.Budget}, patched, false)
+			if err != nil {
+				return err
+			}
+			// The key is fixed after creation; everything else a plugin
+			// normalised is written like a client's change.
+			row.Name, row.Description, row.Status = in.Name, in.Description, in.Status
+			row.StartDate, row.Deadline = datePtr(in.StartDate), datePtr(in.Deadline)
+			changed["name"], changed["description"], changed["status"] = in.Name, in.Description, in.Status
+			changed["start_date"], changed["deadline"] = row.StartDate, row.Deadline
+			if in.Budget != nil {
+				if p.Budget != nil && p.Budget.Currency != in.Budget.Currency {
+					return Invalid(FieldError{Field: "budget.currency", Message: "a plugin may not change the budget currency"})
+				}
+				row.BudgetMinor, row.Currency = in.Budget.AmountMinor, &in.Budget.Currency
+				changed["budget_minor"], changed["currency"] = in.Budget.AmountMinor, in.Budget.Currency
+			}
 		}
 		changed["version"] = gorm.Expr("version + 1")
 		changed["updated_at"] = time.Now().UTC()
@@ -473,4 +501,33 @@ func projectHookViewOf(p *Project) map[string]any {
 func isUnique(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// applyProjectPatch applies the plugins' patched view of a project to in and
+// validates the result again with the platform's own rules: a plugin may
+// normalise a field, never smuggle in an invalid one.
+func applyProjectPatch(in ProjectInput, patched json.RawMessage, creating bool) (ProjectInput, error) {
+	var v struct {
+		Key         string `json:"key"`
+		Name        string `json:"name"`
+		Description string `json:"description"`
+		Status      string `json:"status"`
+		StartDate   Date   `json:"start_date"`
+		Deadline    Date   `json:"deadline"`
+		Budget      *Money `json:"budget"`
+	}
+	if err := json.Unmarshal(patched, &v); err != nil {
+		return in, Invalid(FieldError{Field: "plugin_patch", Message: "a validation plugin returned a patch that does not fit a project: " + err.Error()})
+	}
+	out := ProjectInput{Key: v.Key, Name: v.Name, Description: v.Description, Status: v.Status,
+		StartDate: v.StartDate, Deadline: v.Deadline, Budget: v.Budget}
+	if !creating {
+		out.Key = in.Key
+	}
+	var val Validator
+	validateProject(&val, out.Key, out.Name, out.Description, out.Status, out.StartDate, out.Deadline, out.Budget, creating)
+	if err := val.Err(); err != nil {
+		return in, err
+	}
+	return out, nil
 }

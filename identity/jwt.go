@@ -49,8 +49,10 @@ type JWTOptions struct {
 // JWTVerifier verifies tokenizer JWTs locally: signature against the
 // configured JWKS (ES256 and EdDSA only, so alg=none and HS* never verify),
 // kid must be known, iss, aud, exp and nbf checked. Verified tokens are cached
-// by hash until they expire. A JWT cannot be revoked before its exp, so the
-// tokenizer template's ttl is the revocation delay.
+// by hash until they expire, or until their signing key leaves the JWKS. A
+// JWT cannot be revoked before its exp, so the tokenizer template's ttl is the
+// revocation delay (removing a key from the JWKS revokes its tokens within
+// the refresh period).
 type JWTVerifier struct {
 	o   JWTOptions
 	now func() time.Time
@@ -61,7 +63,14 @@ type JWTVerifier struct {
 	lastTry   time.Time
 
 	cacheMu sync.Mutex
-	cache   map[[32]byte]Principal
+	cache   map[[32]byte]cachedJWT
+}
+
+// cachedJWT is a verified token: its caller and the kid that signed it (a
+// hit is honoured only while the JWKS still holds that key).
+type cachedJWT struct {
+	p   Principal
+	kid string
 }
 
 // Allowed signature algorithms. Anything else (none, HS256, RS256, ...) fails
@@ -88,7 +97,7 @@ func NewJWTVerifier(ctx context.Context, o JWTOptions) (*JWTVerifier, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 5 * time.Second}
 	}
-	v := &JWTVerifier{o: o, now: time.Now, keys: map[string]jose.JSONWebKey{}, cache: map[[32]byte]Principal{}}
+	v := &JWTVerifier{o: o, now: time.Now, keys: map[string]jose.JSONWebKey{}, cache: map[[32]byte]cachedJWT{}}
 	if err := v.refresh(ctx); err != nil {
 		if strings.HasPrefix(o.JWKSURL, "file://") {
 			return nil, err
@@ -135,15 +144,21 @@ func (v *JWTVerifier) Verify(ctx context.Context, tok string) (*Principal, error
 	now := v.now()
 	sum := sha256.Sum256([]byte(tok))
 	v.cacheMu.Lock()
-	p, ok := v.cache[sum]
+	ce, ok := v.cache[sum]
 	v.cacheMu.Unlock()
 	if ok {
-		if now.Before(p.ExpiresAt.Add(v.o.Leeway)) {
-			return &p, nil
+		// The key must still be published: a key withdrawn from the JWKS
+		// (compromised, rotated out) no longer vouches for its tokens.
+		if now.Before(ce.p.ExpiresAt.Add(v.o.Leeway)) {
+			if _, known := v.key(ctx, ce.kid); known {
+				p := ce.p
+				return &p, nil
+			}
 		}
 		v.cacheMu.Lock()
 		delete(v.cache, sum)
 		v.cacheMu.Unlock()
+		return nil, ErrUnauthenticated
 	}
 	parsed, err := jwt.ParseSigned(tok, jwtAlgorithms)
 	if err != nil || len(parsed.Headers) != 1 {
@@ -175,13 +190,13 @@ func (v *JWTVerifier) Verify(ctx context.Context, tok string) (*Principal, error
 	if err != nil {
 		return nil, ErrUnauthenticated
 	}
-	p = Principal{ID: id, Email: c.Email, Name: c.Name, SessionID: c.SessionID, ExpiresAt: c.Expiry.Time().UTC(),
+	p := Principal{ID: id, Email: c.Email, Name: c.Name, SessionID: c.SessionID, ExpiresAt: c.Expiry.Time().UTC(),
 		IdentityUpdatedAt: c.IdentityUpdatedAt.UTC()}
 	v.cacheMu.Lock()
 	if len(v.cache) > 100_000 { // bound memory under a flood of distinct tokens
 		clear(v.cache)
 	}
-	v.cache[sum] = p
+	v.cache[sum] = cachedJWT{p: p, kid: h.KeyID}
 	v.cacheMu.Unlock()
 	return &p, nil
 }

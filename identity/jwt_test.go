@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -129,22 +130,49 @@ func TestJWTVerifier(t *testing.T) {
 		if _, err := v.Verify(ctx, tok); err != nil {
 			t.Fatal(err)
 		}
-		v.mu.Lock()
-		saved := v.keys
-		v.keys = map[string]jose.JSONWebKey{} // a cache hit needs no key
-		v.lastTry = time.Now()
-		v.mu.Unlock()
-		if _, err := v.Verify(ctx, tok); err != nil {
-			t.Fatalf("cached token: %v", err)
+		// Mark the cache entry: a hit returns it without verifying again.
+		sum := sha256.Sum256([]byte(tok))
+		v.cacheMu.Lock()
+		ce := v.cache[sum]
+		ce.p.Email = "cached@example.com"
+		v.cache[sum] = ce
+		v.cacheMu.Unlock()
+		if p, err := v.Verify(ctx, tok); err != nil || p.Email != "cached@example.com" {
+			t.Fatalf("cached token: %v, %+v (cache not used)", err, p)
 		}
 		v.now = func() time.Time { return now.Add(time.Minute) }
 		if _, err := v.Verify(ctx, tok); !errors.Is(err, ErrUnauthenticated) {
 			t.Fatalf("expired cached token: %v", err)
 		}
 		v.now = time.Now
-		v.mu.Lock()
-		v.keys = saved
-		v.mu.Unlock()
+	})
+
+	// A key withdrawn from the JWKS (compromised or rotated out) stops
+	// vouching for tokens it signed, cached ones included, once the set is
+	// read again.
+	t.Run("WithdrawnKeyEndsCachedTokens", func(t *testing.T) {
+		k := newKeys(t)
+		v, err := NewJWTVerifier(ctx, JWTOptions{JWKSURL: k.url, Issuer: "http://kratos.test", RefreshInterval: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := mint(t, k.es, claims(nil))
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{k.ed.Public()}})
+		if err := os.WriteFile(k.url[len("file://"):], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.refresh(ctx); err != nil { // the periodic re-read
+			t.Fatal(err)
+		}
+		if _, err := v.Verify(ctx, tok); !errors.Is(err, ErrUnauthenticated) {
+			t.Fatalf("token of a withdrawn key: %v, want ErrUnauthenticated", err)
+		}
+		if _, err := v.Verify(ctx, mint(t, k.ed, claims(nil))); err != nil {
+			t.Fatalf("token of the remaining key: %v", err)
+		}
 	})
 
 	t.Run("RotationFetchesUnknownKid", func(t *testing.T) {

@@ -674,6 +674,7 @@ func (r *Registry) RunValidation(ctx context.Context, tenantID uuid.UUID, hook s
 			}
 		}
 	}
+	patched := false
 	for _, a := range list {
 		in := ValidationInput{Hook: hook, Tenant: slug, Config: a.Config, Operation: req.Operation,
 			Input: req.Input, Current: req.Current, Project: req.Project}
@@ -705,10 +706,55 @@ func (r *Registry) RunValidation(ctx context.Context, tenantID uuid.UUID, hook s
 		if !res.Allow {
 			return core.Verdict{Allowed: false, Plugin: a.Name, Message: res.Message}, nil
 		}
-		// A patch cannot be applied yet: core's Verdict carries none. The
-		// invocation log shows it (the plugin's result is recorded).
+		if len(res.Patch) > 0 && string(res.Patch) != "null" {
+			// Later plugins see the patched input; core validates the
+			// result again with its own rules.
+			merged, err := MergePatch(req.Input, res.Patch)
+			if err != nil {
+				return core.Verdict{Allowed: false, Plugin: a.Name,
+					Message: fmt.Sprintf("plugin %s returned an invalid patch: %v", a.Name, err)}, nil
+			}
+			req.Input, patched = merged, true
+		}
 	}
-	return core.Verdict{Allowed: true}, nil
+	v := core.Verdict{Allowed: true}
+	if patched {
+		v.Patched = req.Input
+	}
+	return v, nil
+}
+
+// MergePatch applies a JSON merge patch (RFC 7396) to a JSON document.
+func MergePatch(doc, patch json.RawMessage) (json.RawMessage, error) {
+	var d, p any
+	if len(doc) > 0 {
+		if err := json.Unmarshal(doc, &d); err != nil {
+			return nil, fmt.Errorf("document: %w", err)
+		}
+	}
+	if err := json.Unmarshal(patch, &p); err != nil {
+		return nil, fmt.Errorf("patch: %w", err)
+	}
+	return json.Marshal(mergeValue(d, p))
+}
+
+func mergeValue(target, patch any) any {
+	pm, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	tm, ok := target.(map[string]any)
+	if !ok {
+		tm = map[string]any{}
+	}
+	for k, v := range pm {
+		if v == nil {
+			delete(tm, k)
+			continue
+		}
+		tm[k] = mergeValue(tm[k], v)
+	}
+	return tm
 }
 
 // FailureReason is a short, client-safe description of a plugin failure.

@@ -24,8 +24,23 @@ var (
 )
 
 // RoleNamePattern is the shape of a custom role name: lowercase, 2-40
-// characters, starting with a letter.
+// characters, starting with a letter. A name must also not be a user id
+// (see validRoleName).
 var RoleNamePattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{1,39}$`)
+
+// validRoleName reports whether name can be a custom role. Casbin keeps users
+// and roles in one namespace (g = user, role, tenant; p = role, tenant, ...):
+// a role named like a user id ("e3b0c442-...") would hand that user the
+// role's permissions, and members given the role would inherit that user's
+// role (an admin could become owner). So names that parse as a UUID are
+// refused.
+func validRoleName(name string) bool {
+	if !RoleNamePattern.MatchString(name) {
+		return false
+	}
+	_, err := uuid.Parse(name)
+	return err != nil
+}
 
 // MaxCustomRoles bounds the custom roles of one tenant (each role is a set of
 // rows in every decision's enforcer).
@@ -53,7 +68,7 @@ func ValidateCustomRole(name string, ps []Permission) ([]Permission, error) {
 	if IsBuiltin(name) {
 		return nil, ErrBuiltinRole
 	}
-	if !RoleNamePattern.MatchString(name) {
+	if !validRoleName(name) {
 		return nil, ErrInvalidRoleName
 	}
 	if len(ps) == 0 {
@@ -99,10 +114,13 @@ func RolePermissions(tx *gorm.DB, tenantID uuid.UUID, role string) ([]Permission
 // permissions (validated with ValidateCustomRole first). Only the rows that
 // differ are inserted or deleted: the policy table is never rewritten. It
 // returns the previous permissions (nil if the role is new) and
-// ErrBuiltinRole or ErrTooManyRoles.
+// ErrBuiltinRole, ErrInvalidRoleName or ErrTooManyRoles.
 func PutRole(tx *gorm.DB, tenantID uuid.UUID, name string, ps []Permission) (previous []Permission, err error) {
 	if IsBuiltin(name) {
 		return nil, ErrBuiltinRole
+	}
+	if !validRoleName(name) {
+		return nil, ErrInvalidRoleName
 	}
 	dom := tenantID.String()
 	if err := lockRoles(tx, tenantID); err != nil {
@@ -182,7 +200,7 @@ func lockRoles(tx *gorm.DB, tenantID uuid.UUID) error {
 // PermissionsOf returns the permissions the user holds in the tenant through
 // their role, from the cached enforcer.
 func (es *Enforcers) PermissionsOf(ctx context.Context, tenantID, userID uuid.UUID) ([]Permission, error) {
-	e, err := es.get(tenantID)
+	e, err := es.get(ctx, tenantID)
 	if err != nil {
 		return nil, err
 	}

@@ -231,3 +231,80 @@ func waitFor(t *testing.T, max time.Duration, f func() bool, want bool, what str
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Casbin keeps users and roles in one namespace: a custom role named like a
+// user id would give members of that role the named user's role (here an
+// admin climbing to owner through a role named after the owner). Such names
+// are refused by validation and by the store.
+func TestRoleNamedLikeAUserIsRefused(t *testing.T) {
+	db := testenv.DB(t)
+	tid, _ := fixture(t, db)
+	// Kratos ids are random; take one that also matches RoleNamePattern
+	// (starts with a letter), as a third of them do.
+	victim := uuid.New()
+	for victim.String()[0] < 'a' {
+		victim = uuid.New()
+	}
+	admin := uuid.New()
+	for _, u := range []uuid.UUID{victim, admin} {
+		if err := db.Exec(`INSERT INTO public.users (id, email) VALUES (?, ?)`, u, testenv.Email("rbac4")).Error; err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Exec("DELETE FROM public.users WHERE id = ?", u) })
+	}
+	set := func(u uuid.UUID, role string) error {
+		return db.Transaction(func(tx *gorm.DB) error { _, err := rbac.SetMemberRole(tx, tid, u, role); return err })
+	}
+	if err := set(victim, rbac.RoleOwner); err != nil {
+		t.Fatal(err)
+	}
+	if err := set(admin, rbac.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	read := []rbac.Permission{{Object: rbac.ObjProjects, Action: rbac.ActRead}}
+	if _, err := rbac.ValidateCustomRole(victim.String(), read); !errors.Is(err, rbac.ErrInvalidRoleName) {
+		t.Errorf("ValidateCustomRole(%s) = %v, want ErrInvalidRoleName", victim, err)
+	}
+	err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.PutRole(tx, tid, victim.String(), read); return err })
+	if !errors.Is(err, rbac.ErrInvalidRoleName) {
+		t.Errorf("PutRole(%s) = %v, want ErrInvalidRoleName", victim, err)
+	}
+	if err == nil {
+		// What the refused name would have allowed.
+		if err := set(admin, victim.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, err := rbac.NewEnforcers(db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := es.Allow(context.Background(), tid, admin, rbac.ObjMembers, rbac.ActManageOwners)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		t.Fatal("an admin got the owner's members:manage_owners through a role named after the owner")
+	}
+}
+
+// Loading a tenant's policy is a database call on the hot path of every
+// tenant request: it runs under the caller's deadline (fasthttp never
+// cancels), and a load that failed is retried by the next decision.
+func TestEnforcerLoadHonoursDeadline(t *testing.T) {
+	db := testenv.DB(t)
+	tid, owner := fixture(t, db)
+	es, err := rbac.NewEnforcers(db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if role, err := es.RoleOf(expired, tid, owner); err == nil {
+		t.Fatalf("policy loaded past the caller's deadline (role %q)", role)
+	}
+	role, err := es.RoleOf(context.Background(), tid, owner)
+	if err != nil || role != rbac.RoleOwner {
+		t.Fatalf("after a failed load: role %q, %v", role, err)
+	}
+}

@@ -29,9 +29,8 @@ type Options struct {
 // tenant's rules, so the cost of a decision does not grow with the number of
 // tenants.
 type Enforcers struct {
-	db      *gorm.DB
-	adapter *gormadapter.Adapter
-	maxAge  time.Duration
+	db     *gorm.DB
+	maxAge time.Duration
 
 	mu      sync.Mutex
 	tenants map[uuid.UUID]*tenantEnforcer
@@ -46,18 +45,17 @@ type tenantEnforcer struct {
 
 // NewEnforcers returns an empty enforcer cache over the casbin_rule table.
 func NewEnforcers(db *gorm.DB, opts *Options) (*Enforcers, error) {
-	a, err := gormadapter.NewFilteredAdapterByDB(db, "", "casbin_rule")
-	if err != nil {
-		return nil, fmt.Errorf("rbac adapter: %w", err)
-	}
-	es := &Enforcers{db: db, adapter: a, maxAge: 30 * time.Second, tenants: map[uuid.UUID]*tenantEnforcer{}}
+	es := &Enforcers{db: db, maxAge: 30 * time.Second, tenants: map[uuid.UUID]*tenantEnforcer{}}
 	if opts != nil && opts.MaxAge > 0 {
 		es.maxAge = opts.MaxAge
 	}
 	return es, nil
 }
 
-func (es *Enforcers) get(tenantID uuid.UUID) (*casbin.SyncedEnforcer, error) {
+// loadTimeout bounds the load of one tenant's policy.
+const loadTimeout = 5 * time.Second
+
+func (es *Enforcers) get(ctx context.Context, tenantID uuid.UUID) (*casbin.SyncedEnforcer, error) {
 	es.mu.Lock()
 	te := es.tenants[tenantID]
 	if te == nil || (te.loadedAt != time.Time{} && time.Since(te.loadedAt) > es.maxAge) {
@@ -66,16 +64,32 @@ func (es *Enforcers) get(tenantID uuid.UUID) (*casbin.SyncedEnforcer, error) {
 	}
 	es.mu.Unlock()
 	te.once.Do(func() {
-		te.e, te.err = es.load(tenantID)
-		te.loadedAt = time.Now()
+		// The policy is as old as the moment the load started: MaxAge counts
+		// from there. loadedAt is read by get under es.mu.
+		start := time.Now()
+		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
+		defer cancel()
+		te.e, te.err = es.load(lctx, tenantID)
+		es.mu.Lock()
+		te.loadedAt = start
+		es.mu.Unlock()
 		if te.err != nil {
-			es.Invalidate(tenantID) // retry on the next request
+			es.invalidateEntry(tenantID, te) // retry on the next request
 		}
 	})
 	return te.e, te.err
 }
 
-func (es *Enforcers) load(tenantID uuid.UUID) (*casbin.SyncedEnforcer, error) {
+// invalidateEntry drops te if it is still the tenant's cached entry.
+func (es *Enforcers) invalidateEntry(tenantID uuid.UUID, te *tenantEnforcer) {
+	es.mu.Lock()
+	if es.tenants[tenantID] == te {
+		delete(es.tenants, tenantID)
+	}
+	es.mu.Unlock()
+}
+
+func (es *Enforcers) load(ctx context.Context, tenantID uuid.UUID) (*casbin.SyncedEnforcer, error) {
 	m, err := model.NewModelFromString(modelText)
 	if err != nil {
 		return nil, err
@@ -84,7 +98,13 @@ func (es *Enforcers) load(tenantID uuid.UUID) (*casbin.SyncedEnforcer, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.SetAdapter(es.adapter)
+	// An adapter per load, on a handle with the caller's deadline (the
+	// shared adapter's queries would have none); building one is free.
+	a, err := gormadapter.NewFilteredAdapterByDB(es.db.WithContext(ctx), "", "casbin_rule")
+	if err != nil {
+		return nil, fmt.Errorf("rbac adapter: %w", err)
+	}
+	e.SetAdapter(a)
 	dom := tenantID.String()
 	filter := []gormadapter.Filter{
 		{Ptype: []string{"p"}, V1: []string{dom}},
@@ -112,7 +132,7 @@ func (es *Enforcers) InvalidateAll() {
 
 // RoleOf returns the user's role in the tenant, or "" if not a member.
 func (es *Enforcers) RoleOf(ctx context.Context, tenantID, userID uuid.UUID) (string, error) {
-	e, err := es.get(tenantID)
+	e, err := es.get(ctx, tenantID)
 	if err != nil {
 		return "", err
 	}
@@ -125,7 +145,7 @@ func (es *Enforcers) RoleOf(ctx context.Context, tenantID, userID uuid.UUID) (st
 
 // Allow reports whether the user may perform act on obj in the tenant.
 func (es *Enforcers) Allow(ctx context.Context, tenantID, userID uuid.UUID, obj, act string) (bool, error) {
-	e, err := es.get(tenantID)
+	e, err := es.get(ctx, tenantID)
 	if err != nil {
 		return false, err
 	}

@@ -107,8 +107,17 @@ func MigratePublic(ctx context.Context, db *gorm.DB) error {
 }
 
 // applyTenantMigrations runs the migrations above from (up to target) inside
-// tx, which already holds the tenant's advisory lock.
+// tx, which already holds the tenant's advisory lock. The schema must exist:
+// PostgreSQL skips a missing schema of search_path, so the migrations would
+// otherwise create the tenant's tables in public.
 func applyTenantMigrations(tx *gorm.DB, schema string, ms []Migration, from, target int) error {
+	var n int64
+	if err := tx.Raw("SELECT count(*) FROM pg_namespace WHERE nspname = ?", schema).Scan(&n).Error; err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("schema %s does not exist", schema)
+	}
 	if err := setSearchPath(tx, schema); err != nil {
 		return err
 	}
@@ -182,7 +191,9 @@ func (r *Registry) Migrate(ctx context.Context, opts *MigrateOptions) (*MigrateR
 			mu.Lock()
 			defer mu.Unlock()
 			done++
-			if err != nil {
+			if errors.Is(err, errTenantGone) {
+				err = nil // deleted since it was listed: nothing to migrate
+			} else if err != nil {
 				rep.Failures[t.Slug] = err.Error()
 			} else {
 				rep.Migrated++
@@ -214,11 +225,16 @@ func (r *Registry) migrateOne(ctx context.Context, id uuid.UUID, target int) err
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", schema).Error; err != nil {
 			return fmt.Errorf("lock: %w", err)
 		}
-		var current int
-		// Re-read under the lock: another replica may have done the work.
-		if err := tx.Raw("SELECT schema_version FROM public.tenants WHERE id = ?", id).Scan(&current).Error; err != nil {
+		var versions []int
+		// Re-read under the lock: another replica may have done the work,
+		// or the tenant may have been deleted and purged since it was listed.
+		if err := tx.Raw("SELECT schema_version FROM public.tenants WHERE id = ? AND state IN ('active','suspended')", id).Scan(&versions).Error; err != nil {
 			return err
 		}
+		if len(versions) == 0 {
+			return errTenantGone
+		}
+		current := versions[0]
 		if current >= target {
 			return nil
 		}
@@ -246,6 +262,9 @@ func (r *Registry) VersionCounts(ctx context.Context) (map[int]int, error) {
 	}
 	return out, nil
 }
+
+// errTenantGone: the tenant was deleted after the fleet migration listed it.
+var errTenantGone = errors.New("tenant deleted meanwhile")
 
 // ErrMigrationsMissing is returned when the database is newer than the binary.
 var ErrMigrationsMissing = errors.New("database schema is newer than this binary")

@@ -369,3 +369,55 @@ func TestMigrateNothingToDoIsOneQuery(t *testing.T) {
 	}
 	t.Logf("no-op fleet migration: %s", time.Since(start))
 }
+
+// A tenant whose schema is gone by the time its migration runs (purged after
+// the fleet migration listed it) must not be migrated into public: PostgreSQL
+// skips a missing schema of search_path, so unqualified DDL would land there.
+func TestMigrationNeverFallsBackToPublic(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.DB(t)
+	base := tenant.TenantMigrations()
+	probe := "mig_probe_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	t.Cleanup(func() { db.Exec("DROP TABLE IF EXISTS public." + probe) })
+	ms := append(base[:len(base):len(base)], tenant.Migration{Version: len(base) + 1, Name: "9999_probe.sql",
+		SQL: "CREATE TABLE " + probe + " (id int)"})
+	reg := tenant.NewRegistry(db, &tenant.Options{Migrations: ms})
+	inPublic := func() bool {
+		var n int64
+		if err := db.Raw("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = ?", probe).Scan(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+
+	// The registry row is live but the schema is missing.
+	tn := provision(t, reg, len(base))
+	t.Cleanup(func() { db.Exec("UPDATE public.tenants SET state = 'deleted' WHERE id = ?", tn.ID) })
+	if err := db.Exec(`DROP SCHEMA "` + tn.SchemaName + `" CASCADE`).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.MigrateOne(ctx, tn.ID, len(ms)); err == nil {
+		t.Error("migrating a tenant without a schema succeeded")
+	}
+	if inPublic() {
+		t.Fatalf("the tenant migration created public.%s", probe)
+	}
+
+	// Deleted and purged after it was listed: nothing to do, nothing created.
+	gone := provision(t, reg, len(base))
+	if err := db.Exec("UPDATE public.tenants SET state = 'deleted' WHERE id = ?", gone.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Purge(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	_ = reg.MigrateOne(ctx, gone.ID, len(ms))
+	if inPublic() {
+		t.Fatalf("migrating a purged tenant created public.%s", probe)
+	}
+	var rows int64
+	db.Raw("SELECT count(*) FROM public.tenants WHERE id = ?", gone.ID).Scan(&rows)
+	if rows != 0 {
+		t.Fatal("migrating a purged tenant wrote its registry row back")
+	}
+}

@@ -519,14 +519,16 @@ func TestTenantLifecycle(t *testing.T) {
 		admin.want(422, "PATCH", tp, map[string]string{"slug": "renamed"})
 	})
 	t.Run("SuspendResume", func(t *testing.T) {
+		// The CLI is another process: the server learns of the change through
+		// the Redis invalidation, asynchronously (within a second).
 		runCLI(t, "tenant", "suspend", "-slug", slug)
-		r := admin.want(403, "GET", tp+"/members", nil)
+		r := eventuallyStatus(t, admin, 403, "GET", tp+"/members")
 		if r.json(t)["code"] != "tenant_suspended" {
 			t.Fatalf("suspended: %s", r.Body)
 		}
 		owner.want(403, "POST", tp+"/projects", map[string]any{"key": "SUS", "name": "n"})
 		runCLI(t, "tenant", "resume", "-slug", slug)
-		admin.want(200, "GET", tp+"/members", nil)
+		eventuallyStatus(t, admin, 200, "GET", tp+"/members")
 	})
 	t.Run("DeleteOwnerOnly", func(t *testing.T) {
 		admin.want(403, "DELETE", tp, nil)
@@ -604,4 +606,21 @@ func TestTenantLifecycle(t *testing.T) {
 		// The slug is free again.
 		owner.want(201, "POST", "/v1/tenants", map[string]string{"slug": slug})
 	})
+}
+
+// eventuallyStatus repeats a request until it answers status, for at most
+// one second (the documented cross-process propagation bound).
+func eventuallyStatus(t *testing.T, c client, status int, method, path string) response {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		r := c.do(method, path, nil)
+		if r.Status == status || time.Now().After(deadline) {
+			if r.Status != status {
+				t.Fatalf("%s %s: still %d after 1s, want %d: %s", method, path, r.Status, status, r.Body)
+			}
+			return r
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
