@@ -175,3 +175,13 @@ func ifMatch(c *fiber.Ctx) (int64, error) {
 	}
 	return v, nil
 }
+
+// projectChild returns the project id (:id) and a nested resource's id from
+// the path; an id that cannot exist is not found.
+func projectChild(c *fiber.Ctx, param, what string) (projectID, id uuid.UUID, err error) {
+	if projectID, err = pathUUID(c, "id", "project"); err != nil {
+		return uuid.Nil, uuid.Nil, err
+	}
+	id, err = pathUUID(c, param, what)
+	return projectID, id, err
+}

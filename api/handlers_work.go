@@ -94,11 +94,7 @@ func (s *Server) listTasks(c *fiber.Ctx) error {
 }
 
 func (s *Server) getTask(c *fiber.Ctx) error {
-	pid, err := pathUUID(c, "id", "project")
-	if err != nil {
-		return err
-	}
-	id, err := pathUUID(c, "task_id", "task")
+	pid, id, err := projectChild(c, "task_id", "task")
 	if err != nil {
 		return err
 	}
@@ -111,11 +107,7 @@ func (s *Server) getTask(c *fiber.Ctx) error {
 }
 
 func (s *Server) patchTask(c *fiber.Ctx) error {
-	pid, err := pathUUID(c, "id", "project")
-	if err != nil {
-		return err
-	}
-	id, err := pathUUID(c, "task_id", "task")
+	pid, id, err := projectChild(c, "task_id", "task")
 	if err != nil {
 		return err
 	}
@@ -162,11 +154,7 @@ func (s *Server) patchTask(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteTask(c *fiber.Ctx) error {
-	pid, err := pathUUID(c, "id", "project")
-	if err != nil {
-		return err
-	}
-	id, err := pathUUID(c, "task_id", "task")
+	pid, id, err := projectChild(c, "task_id", "task")
 	if err != nil {
 		return err
 	}
@@ -217,11 +205,7 @@ func (s *Server) listMilestones(c *fiber.Ctx) error {
 }
 
 func (s *Server) getMilestone(c *fiber.Ctx) error {
-	pid, err := pathUUID(c, "id", "project")
-	if err != nil {
-		return err
-	}
-	id, err := pathUUID(c, "milestone_id", "milestone")
+	pid, id, err := projectChild(c, "milestone_id", "milestone")
 	if err != nil {
 		return err
 	}
@@ -234,11 +218,7 @@ func (s *Server) getMilestone(c *fiber.Ctx) error {
 }
 
 func (s *Server) patchMilestone(c *fiber.Ctx) error {
-	pid, err := pathUUID(c, "id", "project")
-	if err != nil {
-		return err
-	}
-	id, err := pathUUID(c, "milestone_id", "milestone")
+	pid, id, err := projectChild(c, "milestone_id", "milestone")
 	if err != nil {
 		return err
 	}
@@ -276,11 +256,7 @@ func (s *Server) patchMilestone(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteMilestone(c *fiber.Ctx) error {
-	pid, err := pathUUID(c, "id", "project")
-	if err != nil {
-		return err
-	}
-	id, err := pathUUID(c, "milestone_id", "milestone")
+	pid, id, err := projectChild(c, "milestone_id", "milestone")
 	if err != nil {
 		return err
 	}

@@ -63,11 +63,7 @@ func (s *Server) listExpenses(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteExpense(c *fiber.Ctx) error {
-	pid, err := pathUUID(c, "id", "project")
-	if err != nil {
-		return err
-	}
-	id, err := pathUUID(c, "expense_id", "expense")
+	pid, id, err := projectChild(c, "expense_id", "expense")
 	if err != nil {
 		return err
 	}
