@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,6 +51,7 @@ func openApp(ctx context.Context, cfg Config) (*app, error) {
 			a.close()
 			return nil, fmt.Errorf("parse redis url: %w", err)
 		}
+		redisLogOnce.Do(func() { redis.SetLogger(redisLogger{}) })
 		a.redis = redis.NewClient(opt)
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
@@ -157,4 +160,21 @@ func (a *app) checkSchema(ctx context.Context) error {
 		return fmt.Errorf("the database schema is not up to date: run `promanage migrate` first")
 	}
 	return nil
+}
+
+var redisLogOnce sync.Once
+
+// redisLogger sends go-redis' own messages (dial failures, ...) to the
+// structured log instead of plain lines on stderr; repeated dial failures
+// while Redis is down are rate-limited to one line per second.
+type redisLogger struct{}
+
+var redisLogLast atomic.Int64
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	now := time.Now().UnixNano()
+	if last := redisLogLast.Load(); now-last < int64(time.Second) || !redisLogLast.CompareAndSwap(last, now) {
+		return
+	}
+	slog.WarnContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
 }
