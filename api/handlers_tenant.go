@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -26,11 +28,19 @@ type tenantView struct {
 	UpdatedAt     time.Time `json:"updated_at"`
 	// Storage is the tenant's document storage use (GET of one tenant only).
 	Storage *storageView `json:"storage,omitempty"`
+	// Settings the tenant's admins control (see PATCH).
+	Settings tenantSettingsView `json:"settings"`
+}
+
+type tenantSettingsView struct {
+	// DeadlineWarningDays is 0 when the platform default applies.
+	DeadlineWarningDays int `json:"deadline_warning_days,omitempty"`
 }
 
 func viewTenant(t *tenant.Tenant, role string) tenantView {
 	return tenantView{ID: t.ID, Slug: t.Slug, Name: t.Name, State: t.State, SchemaVersion: t.SchemaVersion,
-		Role: role, CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC()}
+		Role: role, CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC(),
+		Settings: tenantSettingsView{DeadlineWarningDays: tenant.DeadlineWarningDays(t)}}
 }
 
 func (s *Server) getMe(c *fiber.Ctx) error {
@@ -98,28 +108,72 @@ func (s *Server) getTenant(c *fiber.Ctx) error {
 	return c.JSON(v)
 }
 
+// patchTenant renames the tenant and changes its own settings (admin+):
+// the content-type allowlist of documents and the deadline warning days.
+// Quotas and file-size limits are the operator's (promanage tenant settings).
 func (s *Server) patchTenant(c *fiber.Ctx) error {
-	m, err := decodeObject(c, "name")
+	m, err := decodeObject(c, "name", "settings")
 	if err != nil {
 		return err
 	}
 	var name string
-	var errs []core.FieldError
-	if !field(m, "name", &name, &errs) {
-		if err := fieldsErr(errs); err != nil {
-			return err
-		}
-		return c.JSON(viewTenant(currentTenant(c), currentRole(c)))
+	var settings struct {
+		AllowedContentTypes *[]string `json:"allowed_content_types"`
+		DeadlineWarningDays *int      `json:"deadline_warning_days"`
 	}
-	t := currentTenant(c)
-	if err := s.d.Tenants.Rename(c.UserContext(), t, actor(c), name); err != nil {
+	var errs []core.FieldError
+	renamed := field(m, "name", &name, &errs)
+	if raw, ok := m["settings"]; ok {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&settings); err != nil {
+			errs = append(errs, core.FieldError{Field: "settings", Message: "an object with allowed_content_types and/or deadline_warning_days (quotas are set by the operator)"})
+		}
+	}
+	if err := fieldsErr(errs); err != nil {
 		return err
 	}
-	t2, err := s.d.Registry.ByID(c.UserContext(), t.ID)
+	t, ctx, who := currentTenant(c), c.UserContext(), actor(c)
+	if renamed {
+		if err := s.d.Tenants.Rename(ctx, t, who, name); err != nil {
+			return err
+		}
+	}
+	if settings.AllowedContentTypes != nil {
+		st, err := s.d.Registry.StorageSettings(ctx, t.ID)
+		if err != nil {
+			return err
+		}
+		st.AllowedContentTypes = *settings.AllowedContentTypes
+		if err := s.d.Registry.SetStorageSettings(ctx, t.ID, st); err != nil {
+			if errors.Is(err, tenant.ErrNotFound) {
+				return errf(core.ENOTFOUND, "tenant not found")
+			}
+			return core.Invalid(core.FieldError{Field: "settings.allowed_content_types", Message: err.Error()})
+		}
+	}
+	if settings.DeadlineWarningDays != nil {
+		if err := s.d.Registry.SetDeadlineWarningDays(ctx, t.ID, *settings.DeadlineWarningDays); err != nil {
+			if errors.Is(err, tenant.ErrNotFound) {
+				return errf(core.ENOTFOUND, "tenant not found")
+			}
+			return core.Invalid(core.FieldError{Field: "settings.deadline_warning_days", Message: err.Error()})
+		}
+	}
+	if settings.AllowedContentTypes != nil || settings.DeadlineWarningDays != nil {
+		if err := s.d.Audit.Record(ctx, t.Scope(), who, "tenant.settings", "tenant", t.ID.String(), core.OutcomeSuccess, settings); err != nil {
+			return err
+		}
+	}
+	t2, err := s.d.Registry.ByID(ctx, t.ID)
 	if err != nil {
 		return err
 	}
-	return c.JSON(viewTenant(t2, currentRole(c)))
+	v := viewTenant(t2, currentRole(c))
+	if v.Storage, err = s.tenantStorage(ctx, t2); err != nil {
+		return err
+	}
+	return c.JSON(v)
 }
 
 func (s *Server) deleteTenant(c *fiber.Ctx) error {

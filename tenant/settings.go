@@ -168,3 +168,24 @@ func (r *Registry) setSetting(db *gorm.DB, id uuid.UUID, member string, v any) e
 	r.InvalidateAll()
 	return nil
 }
+
+// DeadlineWarningDays reads the tenant's "deadline_warning_days" setting
+// (0 when unset: the platform default applies).
+func DeadlineWarningDays(t *Tenant) int {
+	var st struct {
+		Days int `json:"deadline_warning_days"`
+	}
+	if t.Settings != "" {
+		_ = json.Unmarshal([]byte(t.Settings), &st)
+	}
+	return st.Days
+}
+
+// SetDeadlineWarningDays sets how many days before a deadline the scheduler
+// announces it (1-365). It returns ErrNotFound for a tenant that is gone.
+func (r *Registry) SetDeadlineWarningDays(ctx context.Context, id uuid.UUID, days int) error {
+	if days < 1 || days > 365 {
+		return fmt.Errorf("deadline_warning_days must be from 1 to 365")
+	}
+	return r.setSetting(r.db.WithContext(ctx), id, "deadline_warning_days", days)
+}

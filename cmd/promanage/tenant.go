@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/google/uuid"
@@ -17,11 +19,15 @@ import (
 
 func (m *Main) runTenant(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: promanage tenant create|list|suspend|resume|purge [flags]")
+		return fmt.Errorf("usage: promanage tenant create|list|settings|suspend|resume|purge [flags]")
 	}
 	sub := args[0]
-	var slug, name, owner string
+	var slug, name, owner, allowedTypes string
+	var quota, maxFile int64
 	if _, err := m.flags("tenant "+sub, args[1:], func(fs *flag.FlagSet) {
+		fs.Int64Var(&quota, "set-quota-bytes", -1, "document storage quota in bytes; 0 = platform default (settings)")
+		fs.Int64Var(&maxFile, "set-max-file-bytes", -1, "largest document version in bytes; 0 = platform default (settings)")
+		fs.StringVar(&allowedTypes, "set-allowed-types", "-", `comma-separated media types or type/* allowed for documents; "" allows all (settings)`)
 		fs.StringVar(&slug, "slug", "", "tenant slug")
 		fs.StringVar(&name, "name", "", "tenant display name (create)")
 		fs.StringVar(&owner, "owner", "", "owner's e-mail or user id; they must have signed in once (create)")
@@ -66,6 +72,39 @@ func (m *Main) runTenant(ctx context.Context, args []string) error {
 			return err
 		}
 		fmt.Fprintf(m.Stdout, "created tenant %s (id %s, schema %s, version %d)\n", t.Slug, t.ID, t.SchemaName, t.SchemaVersion)
+		return nil
+	case "settings":
+		if slug == "" {
+			return fmt.Errorf("tenant settings needs -slug")
+		}
+		t, err := a.registry.BySlug(ctx, slug)
+		if err != nil {
+			return err
+		}
+		st, err := a.registry.StorageSettings(ctx, t.ID)
+		if err != nil {
+			return err
+		}
+		if quota >= 0 {
+			st.QuotaBytes = quota
+		}
+		if maxFile >= 0 {
+			st.MaxFileBytes = maxFile
+		}
+		if allowedTypes != "-" {
+			st.AllowedContentTypes = nil
+			for _, ct := range strings.Split(allowedTypes, ",") {
+				if ct = strings.TrimSpace(ct); ct != "" {
+					st.AllowedContentTypes = append(st.AllowedContentTypes, ct)
+				}
+			}
+		}
+		if err := a.registry.SetStorageSettings(ctx, t.ID, st); err != nil {
+			return err
+		}
+		a.invalidator.Publish(ctx, t.ID)
+		b, _ := json.Marshal(st)
+		fmt.Fprintf(m.Stdout, "tenant %s: storage settings %s (0 = platform default)\n", slug, b)
 		return nil
 	case "suspend", "resume", "purge":
 		if slug == "" {
