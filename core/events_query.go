@@ -168,7 +168,7 @@ func (s *EventService) Replay(ctx context.Context, sc tenant.Scope, actor Actor,
 			return &Error{Code: ENOTFOUND, Message: "event not found"}
 		}
 		res := tx.Exec(`UPDATE public.outbox_deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(),
-			locked_until = NULL, last_error = '', delivered_at = NULL
+			locked_until = NULL, last_error = '', delivered_at = NULL, claim_token = NULL
 			WHERE event_id = ? AND state IN ('parked', 'delivered')`, id)
 		if res.Error != nil {
 			return res.Error

@@ -26,6 +26,9 @@ type Delivery struct {
 	// leaseEnd is when this process must assume the claim's lease ended
 	// (the claim started no earlier than the moment before the query).
 	leaseEnd time.Time
+	// claim is this claim's token: the outcome is recorded only while the
+	// delivery is still under this claim.
+	claim uuid.UUID
 }
 
 // Consumer handles outbox events. A returned error is retried with backoff.
@@ -139,6 +142,7 @@ type claimed struct {
 	EventID  uuid.UUID `gorm:"column:event_id"`
 	Consumer string    `gorm:"column:consumer"`
 	Attempts int       `gorm:"column:attempts"`
+	Token    uuid.UUID `gorm:"column:claim_token"`
 }
 
 // Claim takes up to Batch due deliveries under a lease.
@@ -147,12 +151,12 @@ func (w *OutboxWorker) Claim(ctx context.Context) ([]Delivery, error) {
 	leaseEnd := time.Now().Add(w.Lease)
 	var rows []claimed
 	err := w.DB.WithContext(ctx).Raw(`UPDATE public.outbox_deliveries d
-		SET locked_until = now() + make_interval(secs => ?), attempts = d.attempts + 1
+		SET locked_until = now() + make_interval(secs => ?), attempts = d.attempts + 1, claim_token = gen_random_uuid()
 		FROM (SELECT event_id, consumer FROM public.outbox_deliveries
 		      WHERE state = 'pending' AND next_attempt_at <= now() AND (locked_until IS NULL OR locked_until < now())
 		      ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED) c
 		WHERE d.event_id = c.event_id AND d.consumer = c.consumer
-		RETURNING d.event_id, d.consumer, d.attempts`, w.Lease.Seconds(), w.Batch).Scan(&rows).Error
+		RETURNING d.event_id, d.consumer, d.attempts, d.claim_token`, w.Lease.Seconds(), w.Batch).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox: %w", err)
 	}
@@ -189,7 +193,7 @@ func (w *OutboxWorker) Claim(ctx context.Context) ([]Delivery, error) {
 		out = append(out, Delivery{
 			Event:    Event{ID: e.ID, Type: e.Type, SubjectID: e.SubjectID, ActorID: e.ActorID, Payload: json.RawMessage(e.Payload), OccurredAt: e.OccurredAt.UTC()},
 			TenantID: e.TenantID, Consumer: r.Consumer, Attempt: r.Attempts, Key: e.ID.String() + ":" + r.Consumer,
-			leaseEnd: leaseEnd,
+			leaseEnd: leaseEnd, claim: r.Token,
 		})
 	}
 	return out, nil
@@ -247,14 +251,14 @@ func safeHandle(ctx context.Context, c Consumer, d Delivery) (err error) {
 }
 
 // Settle records the outcome of a claimed delivery. The update is fenced by
-// the attempt number, so a worker whose lease expired cannot overwrite the
-// outcome of the worker that took over.
+// the claim's token, so a worker whose lease expired cannot overwrite the
+// outcome of the worker that took over (nor of a claim made after a replay).
 func (w *OutboxWorker) Settle(ctx context.Context, d Delivery, herr error) error {
 	w.defaults()
 	db := w.DB.WithContext(ctx)
 	if herr == nil {
 		return db.Exec(`UPDATE public.outbox_deliveries SET state = 'delivered', delivered_at = now(), locked_until = NULL, last_error = ''
-			WHERE event_id = ? AND consumer = ? AND attempts = ? AND state = 'pending'`, d.Event.ID, d.Consumer, d.Attempt).Error
+			WHERE event_id = ? AND consumer = ? AND claim_token = ? AND state = 'pending'`, d.Event.ID, d.Consumer, d.claim).Error
 	}
 	msg := herr.Error()
 	if len(msg) > 1000 {
@@ -263,17 +267,17 @@ func (w *OutboxWorker) Settle(ctx context.Context, d Delivery, herr error) error
 	if d.Attempt >= w.MaxAttempts || errors.Is(herr, ErrPermanent) {
 		slog.WarnContext(ctx, "outbox delivery parked", "event_id", d.Event.ID, "consumer", d.Consumer, "attempts", d.Attempt, "err", herr)
 		return db.Exec(`UPDATE public.outbox_deliveries SET state = 'parked', locked_until = NULL, last_error = ?
-			WHERE event_id = ? AND consumer = ? AND attempts = ?`, msg, d.Event.ID, d.Consumer, d.Attempt).Error
+			WHERE event_id = ? AND consumer = ? AND claim_token = ? AND state = 'pending'`, msg, d.Event.ID, d.Consumer, d.claim).Error
 	}
 	return db.Exec(`UPDATE public.outbox_deliveries SET locked_until = NULL, last_error = ?, next_attempt_at = now() + make_interval(secs => ?)
-		WHERE event_id = ? AND consumer = ? AND attempts = ?`, msg, w.Backoff(d.Attempt).Seconds(), d.Event.ID, d.Consumer, d.Attempt).Error
+		WHERE event_id = ? AND consumer = ? AND claim_token = ? AND state = 'pending'`, msg, w.Backoff(d.Attempt).Seconds(), d.Event.ID, d.Consumer, d.claim).Error
 }
 
 // release hands back a claimed delivery that was not handled: its lease
 // ends now and the claim does not count as an attempt.
 func (w *OutboxWorker) release(ctx context.Context, d Delivery) error {
 	return w.DB.WithContext(ctx).Exec(`UPDATE public.outbox_deliveries SET locked_until = NULL, attempts = attempts - 1
-		WHERE event_id = ? AND consumer = ? AND attempts = ? AND state = 'pending'`, d.Event.ID, d.Consumer, d.Attempt).Error
+		WHERE event_id = ? AND consumer = ? AND claim_token = ? AND state = 'pending'`, d.Event.ID, d.Consumer, d.claim).Error
 }
 
 // ErrPermanent marks a consumer error that retrying cannot fix: the delivery

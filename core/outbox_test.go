@@ -430,3 +430,60 @@ func TestOutboxBatchNeverOutlivesItsLease(t *testing.T) {
 		}
 	}
 }
+
+// A worker stalled past its lease cannot record an outcome over a later
+// claim even after a replay reset the attempt count to what it holds: the
+// fence is the claim's token, not the attempt number.
+func TestOutboxStaleClaimCannotSettleAfterReplay(t *testing.T) {
+	db := isolatedOutboxDB(t)
+	drain(t, db)
+	ctx := context.Background()
+	tenantID := uuid.New()
+	emitEvents(t, db, tenantID, 1)
+	rec := newRecorder(tenantID)
+
+	stalled := &core.OutboxWorker{DB: db, Consumers: consumersOf(rec), Lease: time.Second, Batch: 100}
+	old, err := stalled.Claim(ctx) // attempt 1, then it stalls
+	if err != nil || len(old) == 0 {
+		t.Fatalf("claim: %v %d", err, len(old))
+	}
+	time.Sleep(1200 * time.Millisecond)
+	survivor := &core.OutboxWorker{DB: db, Consumers: consumersOf(rec), Lease: 10 * time.Second, Batch: 100}
+	if _, err := survivor.ProcessOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// An operator replays the event (what EventService.Replay does to its rows).
+	if err := db.Exec(`UPDATE public.outbox_deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(),
+		locked_until = NULL, last_error = '', delivered_at = NULL, claim_token = NULL
+		WHERE event_id IN (SELECT id FROM public.outbox WHERE tenant_id = ?)`, tenantID).Error; err != nil {
+		t.Fatal(err)
+	}
+	current, err := survivor.Claim(ctx) // attempt 1 again, a new claim
+	if err != nil || len(current) != len(old) {
+		t.Fatalf("claim after replay: %v %d", err, len(current))
+	}
+	for _, d := range old {
+		if d.TenantID == tenantID {
+			if err := stalled.Settle(ctx, d, errors.New("stale outcome")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, d := range deliveriesOf(t, db, tenantID) {
+		if d.State != "pending" || d.LastError != "" {
+			t.Fatalf("the stale claim settled over the current one: %+v", d)
+		}
+	}
+	for _, d := range current {
+		if d.TenantID == tenantID {
+			if err := survivor.Settle(ctx, d, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, d := range deliveriesOf(t, db, tenantID) {
+		if d.State != core.DeliveryDelivered {
+			t.Fatalf("the current claim could not settle: %+v", d)
+		}
+	}
+}
