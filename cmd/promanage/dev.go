@@ -255,7 +255,12 @@ func startPrivatePostgres(ctx context.Context, dataDir string, logw interface{ W
 			return "", nil, err
 		}
 		if os.Geteuid() == 0 {
+			// The cluster runs as postgres: it must own its directory and be
+			// able to traverse (not list) the data directory above it.
 			exec.Command("chown", "-R", "postgres:postgres", pgData).Run()
+			if fi, err := os.Stat(filepath.Dir(pgData)); err == nil && fi.Mode().Perm()&0o001 == 0 {
+				_ = os.Chmod(filepath.Dir(pgData), fi.Mode().Perm()|0o001)
+			}
 		}
 		init := asUser(filepath.Join(binDir, "initdb"), "-D", pgData, "-U", "postgres", "--auth=trust", "-E", "UTF8")
 		init.Stdout, init.Stderr = logw, logw
