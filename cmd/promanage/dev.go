@@ -242,7 +242,7 @@ func startPrivatePostgres(ctx context.Context, dataDir string, logw interface{ W
 	}
 	const port = "54329"
 	// initdb refuses to run as root: run the cluster as the postgres user.
-	asUser := func(name string, args ...string) *exec.Cmd {
+	asUserCtx := func(ctx context.Context, name string, args ...string) *exec.Cmd {
 		if os.Geteuid() == 0 {
 			if _, err := user.Lookup("postgres"); err == nil {
 				return exec.CommandContext(ctx, "runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
@@ -250,6 +250,7 @@ func startPrivatePostgres(ctx context.Context, dataDir string, logw interface{ W
 		}
 		return exec.CommandContext(ctx, name, args...)
 	}
+	asUser := func(name string, args ...string) *exec.Cmd { return asUserCtx(ctx, name, args...) }
 	if _, err := os.Stat(filepath.Join(pgData, "PG_VERSION")); err != nil {
 		if err := os.MkdirAll(pgData, 0o700); err != nil {
 			return "", nil, err
@@ -268,17 +269,29 @@ func startPrivatePostgres(ctx context.Context, dataDir string, logw interface{ W
 			return "", nil, fmt.Errorf("initdb: %w", err)
 		}
 	}
+	stop := func() {
+		// ctx is already cancelled when we stop (Ctrl-C): stop with our own.
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := asUserCtx(stopCtx, filepath.Join(binDir, "pg_ctl"), "-D", pgData, "-m", "fast", "-w", "stop")
+		c.Stdout, c.Stderr = logw, logw
+		if err := c.Run(); err != nil {
+			slog.Error("stop private postgres", "err", err)
+		}
+	}
+	privateURL := "postgres://postgres@127.0.0.1:" + port + "/promanage?sslmode=disable"
+	if pingPostgres(ctx, privateURL, "postgres") == nil {
+		// Left running by an earlier run that did not stop cleanly: reuse it.
+		slog.Info("reusing the private PostgreSQL cluster already running", "dir", pgData)
+		return privateURL, stop, nil
+	}
 	start := asUser(filepath.Join(binDir, "pg_ctl"), "-D", pgData, "-l", filepath.Join(pgData, "server.log"), "-w",
 		"-o", "-p "+port+" -c listen_addresses=127.0.0.1 -k "+pgData, "start")
 	start.Stdout, start.Stderr = logw, logw
 	if err := start.Run(); err != nil {
 		return "", nil, fmt.Errorf("start private postgres: %w", err)
 	}
-	stop := func() {
-		c := asUser(filepath.Join(binDir, "pg_ctl"), "-D", pgData, "-m", "fast", "stop")
-		c.Run()
-	}
-	return "postgres://postgres@127.0.0.1:" + port + "/promanage?sslmode=disable", stop, nil
+	return privateURL, stop, nil
 }
 
 func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
