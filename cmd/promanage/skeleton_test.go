@@ -243,3 +243,20 @@ func mustMe(t *testing.T, c client) string {
 	t.Helper()
 	return c.want(200, "GET", "/v1/me", nil).json(t)["user"].(map[string]any)["id"].(string)
 }
+
+// With Kratos unreachable, a session that is not cached cannot be verified:
+// the API answers 503 (never a pass, never a misleading 401), and /readyz
+// names kratos as the failing dependency.
+func TestKratosDownFailsClosed(t *testing.T) {
+	u := testenv.SignUp(t, "kratos-down")
+	base := server(t, "-kratos-public-url", "http://127.0.0.1:1")
+	c := client{t: t, base: base, token: u.Token}
+	r := c.want(503, "GET", "/v1/me", nil)
+	if r.json(t)["code"] != "unavailable" {
+		t.Fatalf("body: %s", r.Body)
+	}
+	r = (client{t: t, base: base}).want(503, "GET", "/readyz", nil)
+	if r.json(t)["checks"].(map[string]any)["kratos"] != "unavailable" {
+		t.Fatalf("readyz: %s", r.Body)
+	}
+}
