@@ -19,10 +19,10 @@ import (
 
 func (m *Main) runTenant(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: promanage tenant create|list|settings|suspend|resume|purge [flags]")
+		return fmt.Errorf("usage: promanage tenant create|list|settings|suspend|resume|purge|export [flags]")
 	}
 	sub := args[0]
-	var slug, name, owner, allowedTypes string
+	var slug, name, owner, allowedTypes, out string
 	var quota, maxFile int64
 	if _, err := m.flags("tenant "+sub, args[1:], func(fs *flag.FlagSet) {
 		fs.Int64Var(&quota, "set-quota-bytes", -1, "document storage quota in bytes; 0 = platform default (settings)")
@@ -31,6 +31,7 @@ func (m *Main) runTenant(ctx context.Context, args []string) error {
 		fs.StringVar(&slug, "slug", "", "tenant slug")
 		fs.StringVar(&name, "name", "", "tenant display name (create)")
 		fs.StringVar(&owner, "owner", "", "owner's e-mail or user id; they must have signed in once (create)")
+		fs.StringVar(&out, "out", "", "archive to write (.tar.gz); - = standard output (export)")
 	}); err != nil {
 		return err
 	}
@@ -106,6 +107,8 @@ func (m *Main) runTenant(ctx context.Context, args []string) error {
 		b, _ := json.Marshal(st)
 		fmt.Fprintf(m.Stdout, "tenant %s: storage settings %s (0 = platform default)\n", slug, b)
 		return nil
+	case "export":
+		return m.exportTenant(ctx, a, slug, out)
 	case "suspend", "resume", "purge":
 		if slug == "" {
 			return fmt.Errorf("tenant %s needs -slug", sub)
