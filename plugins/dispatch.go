@@ -145,7 +145,17 @@ func (r *Registry) send(ctx context.Context, tenantID uuid.UUID, a *activePlugin
 	if err := json.Unmarshal([]byte(row.Request), &del); err != nil {
 		return &DeliveryError{Err: fmt.Errorf("%w: stored request: %w", ErrInvalidDelivery, err)}
 	}
-	status, err := r.deliverer.Deliver(ctx, del, a.AllowedHosts, []byte(a.Secret), row.ID.String())
+	var status int
+	secret, err := r.secrets.Open(a.ID, a.Secret)
+	if err != nil {
+		// The key is missing or changed, or the value was altered
+		// (secret.go): retried, as the operator can restore the key, and
+		// parked by the outbox in the end.
+		err = &DeliveryError{Retryable: true, Err: fmt.Errorf("%w: the server's secret key is missing or changed, or the stored value was altered; "+
+			"restore the key, or delete and re-upload the plugin to get a new secret", err)}
+	} else {
+		status, err = r.deliverer.Deliver(ctx, del, a.AllowedHosts, []byte(secret), row.ID.String())
+	}
 	state, msg := "delivered", ""
 	if err != nil {
 		msg = clip(err.Error())

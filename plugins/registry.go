@@ -49,6 +49,11 @@ type RegistryOptions struct {
 	// CacheTTL is how long a tenant's plugin set is trusted before it is
 	// read again (default 2s).
 	CacheTTL time.Duration
+	// SecretKey (PROMANAGE_SECRET_KEY) encrypts the plugins' webhook
+	// signing secrets at rest (secret.go). Empty: no plugin can be created
+	// (EUNAVAILABLE), and only secrets stored in clear before encryption
+	// can sign webhooks.
+	SecretKey []byte
 }
 
 // Registry stores tenants' plugins in PostgreSQL (public.plugins,
@@ -62,6 +67,7 @@ type Registry struct {
 	deliverer *Deliverer
 	opts      RegistryOptions
 	rec       *recorder
+	secrets   *SecretBox // nil without a secret key
 
 	mu      sync.Mutex
 	tenants map[uuid.UUID]*tenantEntry
@@ -77,7 +83,14 @@ func NewRegistry(db *gorm.DB, host *Host, deliverer *Deliverer, opts *RegistryOp
 	if o.CacheTTL <= 0 {
 		o.CacheTTL = defaultCacheTTL
 	}
-	return &Registry{db: db, host: host, deliverer: deliverer, opts: o, rec: newRecorder(db), tenants: map[uuid.UUID]*tenantEntry{}}
+	secrets, err := NewSecretBox(o.SecretKey)
+	if err != nil {
+		// Unreachable (a 32-byte HKDF output always makes an AES-GCM
+		// cipher); without a box, creating plugins is refused.
+		slog.Error("plugin secret encryption unavailable", "err", err)
+	}
+	o.SecretKey = nil // only the derived key is kept
+	return &Registry{db: db, host: host, deliverer: deliverer, opts: o, rec: newRecorder(db), secrets: secrets, tenants: map[uuid.UUID]*tenantEntry{}}
 }
 
 // Host returns the host the registry runs plugins in.
@@ -160,8 +173,10 @@ func (row *pluginRow) info() *PluginInfo {
 // Upload validates and compiles a module against the manifest and stores it:
 // a new plugin (created is true and SigningSecret set), or a new version of
 // the tenant's plugin of that name, whose settings the manifest replaces
-// (enabled stays as it was). It returns EINVALID with the reason for a bad
-// manifest or module, and EQUOTA when the tenant has MaxPluginsPerTenant.
+// (enabled stays as it was). The signing secret is stored encrypted
+// (secret.go). It returns EINVALID with the reason for a bad manifest or
+// module, EQUOTA when the tenant has MaxPluginsPerTenant, and EUNAVAILABLE
+// for a new plugin when the server has no PROMANAGE_SECRET_KEY.
 func (r *Registry) Upload(ctx context.Context, tenantID uuid.UUID, actor core.Actor, wasm []byte, m Manifest) (info *PluginInfo, created bool, err error) {
 	if err := m.Validate(); err != nil {
 		return nil, false, invalidErr(err)
@@ -215,17 +230,25 @@ func (r *Registry) Upload(ctx context.Context, tenantID uuid.UUID, actor core.Ac
 			if n >= MaxPluginsPerTenant {
 				return &core.Error{Code: core.EQUOTA, Message: fmt.Sprintf("a tenant may have at most %d plugins", MaxPluginsPerTenant)}
 			}
+			if r.secrets == nil {
+				return &core.Error{Code: core.EUNAVAILABLE, Message: "new plugins cannot be uploaded: the server has no PROMANAGE_SECRET_KEY " +
+					"to encrypt the plugin's webhook signing secret (new versions of existing plugins can still be uploaded)"}
+			}
 			if pluginID, err = uuid.NewV7(); err != nil {
 				return err
 			}
 			if secret, err = newSigningSecret(); err != nil {
 				return err
 			}
+			var sealed string
+			if sealed, err = r.secrets.Seal(pluginID, secret); err != nil {
+				return err
+			}
 			created = true
 			if err := tx.Exec(`INSERT INTO public.plugins (id, tenant_id, name, enabled, current_version, config, failure_policy,
 				allowed_hosts, priority, timeout_ms, signing_secret, revision, created_by)
 				VALUES (?, ?, ?, true, 1, ?, ?, ?, ?, ?, ?, 1, ?)`,
-				pluginID, tenantID, m.Name, config, m.FailurePolicy, string(hosts), m.Priority, m.TimeoutMS, secret, actorID).Error; err != nil {
+				pluginID, tenantID, m.Name, config, m.FailurePolicy, string(hosts), m.Priority, m.TimeoutMS, sealed, actorID).Error; err != nil {
 				return err
 			}
 		} else {
@@ -462,7 +485,9 @@ type activePlugin struct {
 	AllowedHosts  []string
 	Priority      int
 	TimeoutMS     int
-	Secret        string
+	// Secret is the stored signing secret (sealed, or legacy clear text):
+	// it is opened only to sign a delivery.
+	Secret string
 }
 
 func (a *activePlugin) key() string { return a.VersionID.String() }
@@ -548,6 +573,11 @@ func (r *Registry) activeSince(ctx context.Context, tenantID uuid.UUID, since ti
 	}
 	list := make([]*activePlugin, 0, len(rows))
 	current := map[string]bool{}
+	for i := range rows {
+		if IsLegacySecret(rows[i].Secret) {
+			rows[i].Secret = r.upgradeSecret(ctx, rows[i].ID, rows[i].Secret)
+		}
+	}
 	for _, row := range rows {
 		a := &activePlugin{ID: row.ID, Name: row.Name, VersionID: row.VersionID, Version: row.Version, Config: json.RawMessage(row.Config),
 			FailurePolicy: row.FailurePolicy, Priority: row.Priority, TimeoutMS: row.TimeoutMS, Secret: row.Secret}

@@ -9,7 +9,7 @@ import (
 // A real Wasm validation plugin returning a merge patch normalises the
 // project: the patched value is what gets stored.
 func TestPluginPatchIsApplied(t *testing.T) {
-	base := server(t)
+	base := pluginServer(t)
 	owner := client{t: t, base: base, token: testenv.SignUp(t, "patcher").Token}
 	slug := testenv.Slug("patch")
 	owner.want(201, "POST", "/v1/tenants", map[string]string{"slug": slug})

@@ -98,7 +98,7 @@ func waitFor(t *testing.T, timeout time.Duration, f func() error) {
 // rejects a bad key; versions, settings, dry run, invocation log,
 // permissions and tenant isolation.
 func TestPluginValidationHooks(t *testing.T) {
-	base := server(t)
+	base := pluginServer(t)
 	aliceUser := testenv.SignUp(t, "alice")
 	alice := client{t: t, base: base, token: aliceUser.Token}
 	bob := client{t: t, base: base, token: testenv.SignUp(t, "bob").Token}
@@ -262,7 +262,7 @@ func TestPluginValidationHooks(t *testing.T) {
 
 // Bad modules and manifests get 422 with the reason, never a 500.
 func TestPluginUploadRefusesBadModules(t *testing.T) {
-	base := server(t, "-plugin-max-module-bytes", "65536")
+	base := pluginServer(t, "-plugin-max-module-bytes", "65536")
 	alice := client{t: t, base: base, token: testenv.SignUp(t, "alice").Token}
 	a := pluginTenant(t, alice, "badmod")
 	naming := pluginFile(t, "examples/plugins/naming-policy/naming-policy.wasm")
@@ -320,7 +320,7 @@ func TestPluginUploadRefusesBadModules(t *testing.T) {
 // saying the plugin failed, fail_open lets it through; meanwhile another
 // tenant's requests keep succeeding with normal latency.
 func TestPluginFailurePoliciesAndIsolation(t *testing.T) {
-	base := server(t)
+	base := pluginServer(t)
 	alice := client{t: t, base: base, token: testenv.SignUp(t, "alice").Token}
 	bob := client{t: t, base: base, token: testenv.SignUp(t, "bob").Token}
 	a := pluginTenant(t, alice, "hostile")
@@ -392,14 +392,16 @@ func TestPluginFailurePoliciesAndIsolation(t *testing.T) {
 	alice.want(200, "GET", "/healthz", nil)                                        // the server survived
 }
 
-// startWorker runs `promanage worker` against the test services until the test ends.
+// startWorker runs `promanage worker` against the test services until the
+// test ends, with the secret key of pluginServer (a later -secret-key in
+// extra replaces it).
 func startWorker(t *testing.T, extra ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m := NewMain(io.Discard, io.Discard)
 	args := append([]string{"worker", "-database-url", testenv.DatabaseURL(), "-redis-url", testenv.RedisURL(),
 		"-kratos-public-url", testenv.KratosURL(), "-http-addr", "127.0.0.1:0", "-data-dir", t.TempDir(),
-		"-log-level", "error"}, extra...)
+		"-log-level", "error", "-secret-key", pluginSecretKey}, extra...)
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx, args) }()
 	t.Cleanup(func() {
@@ -457,7 +459,7 @@ func (rc *webhookReceiver) received() []receivedWebhook {
 // down the event is retried with backoff, with the same delivery id, and
 // the webhook arrives once it is back.
 func TestPluginWebhookDelivery(t *testing.T) {
-	base := server(t)
+	base := pluginServer(t)
 	startWorker(t, "-plugin-allow-private-addresses", "true")
 	rc := newWebhookReceiver(t)
 	alice := client{t: t, base: base, token: testenv.SignUp(t, "alice").Token}
@@ -538,7 +540,7 @@ func TestPluginWebhookDelivery(t *testing.T) {
 // metadata address is refused, even when the tenant listed the address: the
 // event is parked at once with a clear error.
 func TestPluginWebhookRefusesPrivateAddresses(t *testing.T) {
-	base := server(t)
+	base := pluginServer(t)
 	startWorker(t)
 	rc := newWebhookReceiver(t)
 	rc.up.Store(true)

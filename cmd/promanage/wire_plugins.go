@@ -87,10 +87,14 @@ func (a *app) plugins() *plugins.Registry {
 		if allowPrivate {
 			slog.Warn("PROMANAGE_PLUGIN_ALLOW_PRIVATE_ADDRESSES is on: plugin webhooks may reach private and loopback addresses (development only)")
 		}
+		if a.cfg.SecretKey == "" {
+			slog.Warn("PROMANAGE_SECRET_KEY is not set: new plugins cannot be uploaded (their webhook signing secrets are stored encrypted with it)")
+		}
 		deliverer := plugins.NewDeliverer(&plugins.DelivererOptions{AllowPrivate: allowPrivate})
 		projects := &core.ProjectService{DB: a.db}
 		ps.registry = plugins.NewRegistry(a.db, host, deliverer, &plugins.RegistryOptions{
-			CacheTTL: a.cfg.PluginCacheTTL,
+			CacheTTL:  a.cfg.PluginCacheTTL,
+			SecretKey: []byte(a.cfg.SecretKey),
 			Audit: func(tx *gorm.DB, tenantID uuid.UUID, actor core.Actor, action, pluginID string, details any) error {
 				return core.RecordAudit(tx, tenant.ScopeOf(tenantID), actor, action, "plugin", pluginID, core.OutcomeSuccess, details)
 			},
@@ -129,6 +133,7 @@ func (a *app) pluginConsumers() map[string]core.Consumer {
 var errPluginHost = &core.Error{Code: core.EUNAVAILABLE, Message: "the plugin host could not start"}
 
 // pluginJobs are the plugins area's background jobs run by the worker:
+// encrypting signing secrets still stored in clear (once, at start), and
 // pruning invocation and delivery records past their retention.
 func (a *app) pluginJobs() []func(ctx context.Context) error {
 	reg := a.plugins()
@@ -136,6 +141,13 @@ func (a *app) pluginJobs() []func(ctx context.Context) error {
 		return nil
 	}
 	return []func(ctx context.Context) error{func(ctx context.Context) error {
+		if n, err := reg.UpgradeSecrets(ctx); err != nil && ctx.Err() == nil {
+			slog.ErrorContext(ctx, "encrypt plugin signing secrets", "err", err)
+		} else if n > 0 {
+			slog.InfoContext(ctx, "encrypted plugin signing secrets stored in clear", "count", n)
+		}
+		return nil
+	}, func(ctx context.Context) error {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
 		for {
