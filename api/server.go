@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -65,6 +66,9 @@ type Options struct {
 	// AllowedOrigins may send cookie-authenticated unsafe requests. The
 	// request's own origin (scheme://host) is always allowed.
 	AllowedOrigins []string
+	// TrustedProxies (IPs or CIDRs) may set the client address with
+	// X-Forwarded-For (used for per-address limits and logs).
+	TrustedProxies []string
 	// RequestTimeout bounds each request's database and dependency calls
 	// (fasthttp does not cancel on client disconnect). Default 30s.
 	RequestTimeout time.Duration
@@ -77,6 +81,9 @@ type Server struct {
 	o       Options
 	metrics *Metrics
 	routes  []Route
+
+	authBlockMu sync.Mutex
+	authBlocked map[string]time.Time // client address -> end of its auth-failure block
 }
 
 // New builds the API.
@@ -99,8 +106,9 @@ func New(d Deps, opts *Options) *Server {
 			o.RequestTimeout = opts.RequestTimeout
 		}
 		o.AllowedOrigins = opts.AllowedOrigins
+		o.TrustedProxies = opts.TrustedProxies
 	}
-	s := &Server{d: d, o: o, metrics: d.Metrics}
+	s := &Server{d: d, o: o, metrics: d.Metrics, authBlocked: map[string]time.Time{}}
 	if s.metrics == nil {
 		s.metrics = NewMetrics(d.DB)
 	}
@@ -123,6 +131,12 @@ func New(d Deps, opts *Options) *Server {
 		// it, and multipart pre-parsing is off.
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
+		// Behind a load balancer the client address is the first valid one
+		// of X-Forwarded-For, trusted only from the configured proxies.
+		EnableTrustedProxyCheck: len(o.TrustedProxies) > 0,
+		TrustedProxies:          o.TrustedProxies,
+		ProxyHeader:             proxyHeader(o.TrustedProxies),
+		EnableIPValidation:      true,
 	})
 	s.app.Use(s.bodyHygiene, s.requestContext, s.accessLog)
 	s.app.Get("/healthz", s.healthz)
@@ -335,4 +349,11 @@ func (b *streamedBody) Read(p []byte) (int, error) {
 func requestBody(c *fiber.Ctx) (*streamedBody, bool) {
 	sb, ok := c.Locals(localBody).(*streamedBody)
 	return sb, ok
+}
+
+func proxyHeader(trusted []string) string {
+	if len(trusted) == 0 {
+		return ""
+	}
+	return fiber.HeaderXForwardedFor
 }

@@ -172,6 +172,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, fresh
 			slog.WarnContext(ctx, "session cache unavailable", "err", err)
 		}
 	}
+	if gate, ok := ctx.Value(verifyGateKey{}).(func() error); ok {
+		if err := gate(); err != nil {
+			return nil, err
+		}
+	}
 	p, err := a.verify(ctx, cred)
 	if err != nil {
 		return nil, err
@@ -333,4 +338,15 @@ func UpsertUser(ctx context.Context, db *gorm.DB, id uuid.UUID, email, name stri
 		return fmt.Errorf("upsert user: %w", err)
 	}
 	return nil
+}
+
+type verifyGateKey struct{}
+
+// WithVerifyGate returns a context in which Authenticate calls gate before it
+// asks Kratos about a credential it has not cached, and returns gate's error
+// instead of asking. The API uses it to stop a client that keeps presenting
+// invalid credentials from making a Kratos call per request, without
+// slowing sessions that are already cached.
+func WithVerifyGate(ctx context.Context, gate func() error) context.Context {
+	return context.WithValue(ctx, verifyGateKey{}, gate)
 }

@@ -149,7 +149,7 @@ func (a *app) server() *api.Server {
 		Documents: a.documentDeps(),
 		Plugins:   a.pluginDeps(),
 		Access:    a.accessDeps(),
-	}, &api.Options{AllowedOrigins: a.cfg.origins()})
+	}, &api.Options{AllowedOrigins: a.cfg.origins(), TrustedProxies: a.cfg.trustedProxies()})
 }
 
 // checkSchema refuses to serve a database whose public schema is behind.

@@ -40,6 +40,8 @@ type Config struct {
 	RateLimitUser   int
 	RateLimitTenant int
 	RateLimitWindow time.Duration
+	RateLimitAuth   int
+	TrustedProxies  string
 	PurgeInterval   time.Duration
 	// Plugins (issue 6): operator limits of the Wasm sandbox and webhooks.
 	PluginAllowPrivate       string
@@ -85,6 +87,8 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_HOOK_API_KEY", flag: "hook-api-key", def: "", help: "API key Kratos' web hooks send in X-Hook-Key; empty disables /v1/hooks/*", str: &c.HookAPIKey},
 		{env: "PROMANAGE_RATE_LIMIT_USER", flag: "rate-limit-user", def: "1200", help: "requests per window per identity; 0 disables", num: &c.RateLimitUser},
 		{env: "PROMANAGE_RATE_LIMIT_TENANT", flag: "rate-limit-tenant", def: "6000", help: "requests per window per tenant (all members together); 0 disables", num: &c.RateLimitTenant},
+		{env: "PROMANAGE_RATE_LIMIT_AUTH_FAILURES", flag: "rate-limit-auth-failures", def: "100", help: "failed authentications per window per client address before its new credentials get 429 without a Kratos call; 0 disables", num: &c.RateLimitAuth},
+		{env: "PROMANAGE_TRUSTED_PROXIES", flag: "trusted-proxies", def: "", help: "comma-separated IPs/CIDRs of load balancers whose X-Forwarded-For gives the client address", str: &c.TrustedProxies},
 		{env: "PROMANAGE_RATE_LIMIT_WINDOW", flag: "rate-limit-window", def: "1m", help: "rate-limit window", dur: &c.RateLimitWindow},
 		{env: "PROMANAGE_PURGE_INTERVAL", flag: "purge-interval", def: "10m", help: "how often the worker purges tenants whose deletion grace period ended", dur: &c.PurgeInterval},
 		{env: "PROMANAGE_PLUGIN_ALLOW_PRIVATE_ADDRESSES", flag: "plugin-allow-private-addresses", def: "false", help: "let plugin webhooks reach loopback and private addresses (development and tests only: SSRF)", str: &c.PluginAllowPrivate},
@@ -139,15 +143,7 @@ func (c *Config) blobURL() string {
 	return "file://" + abs + "?create_dir=true"
 }
 
-func (c *Config) origins() []string {
-	var out []string
-	for _, o := range strings.Split(c.AllowedOrigins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			out = append(out, o)
-		}
-	}
-	return out
-}
+func (c *Config) origins() []string { return splitList(c.AllowedOrigins) }
 
 // defaultConfig returns the settings as the environment and the defaults
 // give them, without flags.
@@ -158,4 +154,16 @@ func defaultConfig() (Config, error) {
 		return c, err
 	}
 	return c, fs.Parse(nil)
+}
+
+func (c *Config) trustedProxies() []string { return splitList(c.TrustedProxies) }
+
+func splitList(v string) []string {
+	var out []string
+	for _, o := range strings.Split(v, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
 }

@@ -63,6 +63,7 @@ commands:
   tenant create    create a tenant:  tenant create -slug acme -name "Acme" -owner alice@example.com
   tenant list      list tenants with their state and schema version
   tenant suspend|resume|purge -slug acme
+  tenant export    one tenant (schema data and documents) as .tar.gz: tenant export -slug acme -out acme.tar.gz
   tenant settings  operator limits of a tenant: tenant settings -slug acme -set-quota-bytes 10737418240 -set-max-file-bytes 104857600
   plugin run       run a plugin locally as the server would:  plugin run --hook project.validate --config cfg.json module.wasm < event.json
   dev              local development: Postgres check, Kratos, migrations, API and worker
