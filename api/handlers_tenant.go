@@ -130,6 +130,16 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 			errs = append(errs, core.FieldError{Field: "settings", Message: "an object with allowed_content_types and/or deadline_warning_days (quotas are set by the operator)"})
 		}
 	}
+	// Every setting is checked before anything is written: a bad one must
+	// not leave the tenant renamed.
+	if d := settings.DeadlineWarningDays; d != nil && (*d < 1 || *d > 365) {
+		errs = append(errs, core.FieldError{Field: "settings.deadline_warning_days", Message: "deadline_warning_days must be from 1 to 365"})
+	}
+	if ts := settings.AllowedContentTypes; ts != nil {
+		if err := (tenant.StorageSettings{AllowedContentTypes: *ts}).Validate(); err != nil {
+			errs = append(errs, core.FieldError{Field: "settings.allowed_content_types", Message: err.Error()})
+		}
+	}
 	if err := fieldsErr(errs); err != nil {
 		return err
 	}
@@ -140,12 +150,10 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 		}
 	}
 	if settings.AllowedContentTypes != nil {
-		st, err := s.d.Registry.StorageSettings(ctx, t.ID)
-		if err != nil {
-			return err
-		}
-		st.AllowedContentTypes = *settings.AllowedContentTypes
-		if err := s.d.Registry.SetStorageSettings(ctx, t.ID, st); err != nil {
+		// Under the row's lock: the operator's quota, changed meanwhile, is kept.
+		if _, err := s.d.Registry.UpdateStorageSettings(ctx, t.ID, func(st *tenant.StorageSettings) {
+			st.AllowedContentTypes = *settings.AllowedContentTypes
+		}); err != nil {
 			if errors.Is(err, tenant.ErrNotFound) {
 				return errf(core.ENOTFOUND, "tenant not found")
 			}
@@ -164,6 +172,9 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 		if err := s.d.Audit.Record(ctx, t.Scope(), who, "tenant.settings", "tenant", t.ID.String(), core.OutcomeSuccess, settings); err != nil {
 			return err
 		}
+	}
+	if renamed || settings.AllowedContentTypes != nil || settings.DeadlineWarningDays != nil {
+		s.policyChanged(ctx, t.ID) // other replicas drop their cached tenant row
 	}
 	t2, err := s.d.Registry.ByID(ctx, t.ID)
 	if err != nil {

@@ -67,7 +67,7 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 	}
 	d := time.Since(start)
 	s.metrics.observe(c.Method(), route, status, d)
-	attrs := []any{"request_id", requestID(c), "ip", c.IP(), "method", c.Method(), "route", route,
+	attrs := []any{"request_id", requestID(c), "ip", s.clientIP(c), "method", c.Method(), "route", route,
 		"status", status, "latency_ms", float64(d.Microseconds()) / 1000}
 	if t, ok := c.Locals(localTenant).(*tenant.Tenant); ok {
 		attrs = append(attrs, "tenant", t.Slug)
@@ -96,7 +96,7 @@ func (s *Server) wrap(r Route) fiber.Handler {
 			}
 			return r.Handler(c)
 		}
-		ip := c.IP()
+		ip := s.clientIP(c)
 		c.SetUserContext(identity.WithVerifyGate(c.UserContext(), func() error { return s.authGate(c, ip) }))
 		p, err := s.authenticate(c, r.Fresh)
 		if err != nil {

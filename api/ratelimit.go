@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -169,6 +171,7 @@ func (s *Server) rateLimit(c *fiber.Ctx, key string, limit int) error {
 // authGate refuses to verify a new credential from a client address that
 // has failed authentication too often in the current window.
 func (s *Server) authGate(c *fiber.Ctx, ip string) error {
+	ip = addressKey(ip)
 	s.authBlockMu.Lock()
 	until, ok := s.authBlocked[ip]
 	s.authBlockMu.Unlock()
@@ -191,6 +194,7 @@ func (s *Server) countAuthFailure(c *fiber.Ctx, ip string) error {
 	if window <= 0 {
 		window = time.Minute
 	}
+	ip = addressKey(ip)
 	res, err := rl.Limiter.Take(c.UserContext(), "af:"+ip, rl.AuthFailures, window)
 	if err != nil || res.Allowed {
 		return nil // fail-open for limits
@@ -203,4 +207,81 @@ func (s *Server) countAuthFailure(c *fiber.Ctx, ip string) error {
 	s.authBlockMu.Unlock()
 	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(max(1, int(math.Ceil(res.Reset.Seconds())))))
 	return &core.Error{Code: core.ERATELIMITED, Message: "too many failed authentications from your address: retry after the time in Retry-After"}
+}
+
+// parseTrustedProxies parses IPs and CIDRs; an entry that is neither is
+// logged and ignored.
+func parseTrustedProxies(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, v := range list {
+		if p, err := netip.ParsePrefix(v); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(v); err == nil {
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		} else {
+			slog.Warn("trusted proxy ignored: not an IP or CIDR", "value", v)
+		}
+	}
+	return out
+}
+
+func (s *Server) trustedProxy(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIP is the address of the client, for per-address limits and logs:
+// the peer, or, when the peer is a trusted proxy, the right-most
+// X-Forwarded-For address that is not itself a trusted proxy. Each proxy
+// appends the address it saw, so everything left of that hop is whatever
+// the client sent and may be forged.
+func (s *Server) clientIP(c *fiber.Ctx) string {
+	peer, ok := netip.AddrFromSlice(c.Context().RemoteIP())
+	if !ok {
+		return c.Context().RemoteIP().String()
+	}
+	cur := peer.Unmap()
+	if len(s.trusted) == 0 || !s.trustedProxy(cur) {
+		return cur.String()
+	}
+	var hops []string
+	for _, h := range c.Request().Header.PeekAll(fiber.HeaderXForwardedFor) {
+		hops = append(hops, strings.Split(string(h), ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // not written by a proxy we trust: the last trusted hop is all we know
+		}
+		cur = a.Unmap().WithZone("")
+		if !s.trustedProxy(cur) {
+			break
+		}
+	}
+	return cur.String()
+}
+
+// addressKey is what failed authentications are counted against: the IPv4
+// address, or the /64 of an IPv6 address (one subscriber usually holds a
+// whole /64 and could otherwise rotate through it).
+func addressKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
 }

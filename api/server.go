@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -84,6 +85,7 @@ type Server struct {
 
 	authBlockMu sync.Mutex
 	authBlocked map[string]time.Time // client address -> end of its auth-failure block
+	trusted     []netip.Prefix       // Options.TrustedProxies, parsed
 }
 
 // New builds the API.
@@ -108,7 +110,7 @@ func New(d Deps, opts *Options) *Server {
 		o.AllowedOrigins = opts.AllowedOrigins
 		o.TrustedProxies = opts.TrustedProxies
 	}
-	s := &Server{d: d, o: o, metrics: d.Metrics, authBlocked: map[string]time.Time{}}
+	s := &Server{d: d, o: o, metrics: d.Metrics, authBlocked: map[string]time.Time{}, trusted: parseTrustedProxies(o.TrustedProxies)}
 	if s.metrics == nil {
 		s.metrics = NewMetrics(d.DB)
 	}
@@ -131,12 +133,12 @@ func New(d Deps, opts *Options) *Server {
 		// it, and multipart pre-parsing is off.
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
-		// Behind a load balancer the client address is the first valid one
-		// of X-Forwarded-For, trusted only from the configured proxies.
+		// X-Forwarded-* are honoured only from the configured proxies. No
+		// ProxyHeader: Fiber would take the LEFT-most X-Forwarded-For
+		// address, which the client writes; the client address is
+		// clientIP's (right-most untrusted hop).
 		EnableTrustedProxyCheck: len(o.TrustedProxies) > 0,
 		TrustedProxies:          o.TrustedProxies,
-		ProxyHeader:             proxyHeader(o.TrustedProxies),
-		EnableIPValidation:      true,
 	})
 	s.app.Use(s.bodyHygiene, s.requestContext, s.accessLog)
 	s.app.Get("/healthz", s.healthz)
@@ -349,11 +351,4 @@ func (b *streamedBody) Read(p []byte) (int, error) {
 func requestBody(c *fiber.Ctx) (*streamedBody, bool) {
 	sb, ok := c.Locals(localBody).(*streamedBody)
 	return sb, ok
-}
-
-func proxyHeader(trusted []string) string {
-	if len(trusted) == 0 {
-		return ""
-	}
-	return fiber.HeaderXForwardedFor
 }

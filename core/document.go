@@ -356,7 +356,7 @@ func (s *DocumentService) Get(ctx context.Context, sc tenant.Scope, id uuid.UUID
 // returns ENOTFOUND if the project does not exist and EINVALID for a bad
 // cursor.
 func (s *DocumentService) List(ctx context.Context, sc tenant.Scope, projectID uuid.UUID, limit int, cursor string) (*Page[Document], error) {
-	if err := s.projectExists(s.DB.WithContext(ctx), sc, projectID); err != nil {
+	if err := s.projectExists(s.DB.WithContext(ctx), sc, projectID, false); err != nil {
 		return nil, err
 	}
 	limit = ClampLimit(limit)
@@ -383,9 +383,13 @@ func (s *DocumentService) List(ctx context.Context, sc tenant.Scope, projectID u
 	return pageOf(items, limit, func(d Document) uuid.UUID { return d.ID }), nil
 }
 
-func (s *DocumentService) projectExists(db *gorm.DB, sc tenant.Scope, id uuid.UUID) error {
+func (s *DocumentService) projectExists(db *gorm.DB, sc tenant.Scope, id uuid.UUID, lock bool) error {
+	q := "SELECT count(*) FROM " + sc.Table("projects") + " WHERE id = ? AND deleted_at IS NULL"
+	if lock {
+		q = "SELECT count(*) FROM (SELECT 1 FROM " + sc.Table("projects") + " WHERE id = ? AND deleted_at IS NULL FOR SHARE) p"
+	}
 	var n int64
-	if err := db.Raw("SELECT count(*) FROM "+sc.Table("projects")+" WHERE id = ? AND deleted_at IS NULL", id).Scan(&n).Error; err != nil {
+	if err := db.Raw(q, id).Scan(&n).Error; err != nil {
 		return fmt.Errorf("find project: %w", err)
 	}
 	if n == 0 {
@@ -518,7 +522,7 @@ func (s *DocumentService) Create(ctx context.Context, sc tenant.Scope, actor Act
 	if err != nil {
 		return nil, err
 	}
-	if err := s.projectExists(s.DB.WithContext(ctx), sc, projectID); err != nil {
+	if err := s.projectExists(s.DB.WithContext(ctx), sc, projectID, false); err != nil {
 		return nil, err
 	}
 	id, err := uuid.NewV7()
@@ -539,8 +543,10 @@ func (s *DocumentService) Create(ctx context.Context, sc tenant.Scope, actor Act
 			id, projectID, title, string(meta), actor.UserID, now, now).Error; err != nil {
 			return err
 		}
-		// The project may have been deleted while the bytes streamed.
-		if err := s.projectExists(tx, sc, projectID); err != nil {
+		// The project may have been deleted while the bytes streamed. FOR
+		// SHARE holds off a deletion until this commits, so the deletion's
+		// cascade to documents sees this one.
+		if err := s.projectExists(tx, sc, projectID, true); err != nil {
 			return err
 		}
 		doc = &Document{ID: id, ProjectID: projectID, Title: title, Metadata: meta, CreatedAt: now, CreatedBy: actor.UserID,

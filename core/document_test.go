@@ -364,3 +364,67 @@ func TestDeletingProjectDeletesItsDocuments(t *testing.T) {
 		t.Fatalf("purge_after = %v, want about 7 days from now", purgeAfter)
 	}
 }
+
+// A document whose upload commits while its project is being deleted goes
+// with the project: the deletion waits for the upload's transaction, whose
+// document its cascade then sees.
+func TestDocumentCreatedDuringProjectDeletionIsDeleted(t *testing.T) {
+	e := newDocEnv(t, nil)
+	ctx := context.Background()
+	db := e.svc.DB
+	// Holds the upload's transaction between its check of the project and
+	// its commit (it inserts the version row after the check).
+	hold := db.Begin()
+	defer hold.Rollback()
+	if err := hold.Exec("LOCK TABLE " + e.sc.Table("document_versions") + " IN EXCLUSIVE MODE").Error; err != nil {
+		t.Fatal(err)
+	}
+	waiting := func(like string) bool {
+		var n int64
+		if err := db.Raw(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE ?`, like).Scan(&n).Error; err != nil {
+			t.Error(err)
+		}
+		return n > 0
+	}
+	type created struct {
+		doc *core.Document
+		err error
+	}
+	cdone := make(chan created, 1)
+	go func() {
+		d, err := e.svc.Create(ctx, e.sc, e.actor, e.project, upload("uploaded while the project goes"))
+		cdone <- created{d, err}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !waiting("%document_versions%"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the upload never reached its version insert")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ddone := make(chan error, 1)
+	go func() { ddone <- (&core.ProjectService{DB: db}).Delete(ctx, e.sc, e.actor, e.project) }()
+	// The deletion either finishes now (it cannot see the upload) or waits
+	// for the upload's transaction.
+	select {
+	case err := <-ddone:
+		ddone <- err
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := hold.Commit().Error; err != nil {
+		t.Fatal(err)
+	}
+	c := <-cdone
+	if err := <-ddone; err != nil {
+		t.Fatal(err)
+	}
+	if c.err != nil {
+		if core.ErrorCode(c.err) == core.ENOTFOUND {
+			return // refused: as good as deleted
+		}
+		t.Fatal(c.err)
+	}
+	if _, err := e.svc.Get(ctx, e.sc, c.doc.ID); core.ErrorCode(err) != core.ENOTFOUND {
+		t.Fatalf("document uploaded during its project's deletion: %v, want not_found", err)
+	}
+}

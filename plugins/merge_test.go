@@ -35,3 +35,27 @@ func TestMergePatch(t *testing.T) {
 		}
 	}
 }
+
+// Numbers keep their exact text: an amount in minor units past 2^53 must
+// not be rounded by a patch that does not touch it.
+func TestMergePatchKeepsLargeIntegers(t *testing.T) {
+	got, err := MergePatch(json.RawMessage(`{"name":"a","budget":{"amount_minor":9007199254740993,"currency":"EUR"}}`),
+		json.RawMessage(`{"name":"b"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Budget struct {
+			AmountMinor int64 `json:"amount_minor"`
+		} `json:"budget"`
+	}
+	if err := json.Unmarshal(got, &v); err != nil {
+		t.Fatalf("%s: %v", got, err)
+	}
+	if v.Budget.AmountMinor != 9007199254740993 {
+		t.Fatalf("amount_minor = %d after merging %s, want 9007199254740993", v.Budget.AmountMinor, got)
+	}
+	if _, err := MergePatch(json.RawMessage(`{}`), json.RawMessage(`{"a":1} {"b":2}`)); err == nil {
+		t.Fatal("a patch with data after the object was accepted")
+	}
+}

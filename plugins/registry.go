@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -758,14 +760,29 @@ func (r *Registry) RunValidation(ctx context.Context, tenantID uuid.UUID, hook s
 func MergePatch(doc, patch json.RawMessage) (json.RawMessage, error) {
 	var d, p any
 	if len(doc) > 0 {
-		if err := json.Unmarshal(doc, &d); err != nil {
+		if err := unmarshalNumbers(doc, &d); err != nil {
 			return nil, fmt.Errorf("document: %w", err)
 		}
 	}
-	if err := json.Unmarshal(patch, &p); err != nil {
+	if err := unmarshalNumbers(patch, &p); err != nil {
 		return nil, fmt.Errorf("patch: %w", err)
 	}
 	return json.Marshal(mergeValue(d, p))
+}
+
+// unmarshalNumbers is json.Unmarshal into an any that keeps numbers as
+// their text (json.Number): through float64, integers past 2^53 (money in
+// minor units) would come back rounded.
+func unmarshalNumbers(b []byte, v *any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("invalid JSON: data after the value")
+	}
+	return nil
 }
 
 func mergeValue(target, patch any) any {

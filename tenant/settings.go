@@ -189,3 +189,35 @@ func (r *Registry) SetDeadlineWarningDays(ctx context.Context, id uuid.UUID, day
 	}
 	return r.setSetting(r.db.WithContext(ctx), id, "deadline_warning_days", days)
 }
+
+// UpdateStorageSettings changes a live tenant's storage settings with
+// change, under a lock on the tenant's row from the read to the write, so
+// that two writers of different members (an admin's allowlist, the
+// operator's quota) never undo each other's change. It returns the settings
+// as written, the validation error of the result, or ErrNotFound.
+func (r *Registry) UpdateStorageSettings(ctx context.Context, id uuid.UUID, change func(*StorageSettings)) (StorageSettings, error) {
+	var st StorageSettings
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var rows []string
+		if err := tx.Raw("SELECT settings::text FROM public.tenants WHERE id = ? AND state <> 'deleted' FOR UPDATE", id).Scan(&rows).Error; err != nil {
+			return fmt.Errorf("read tenant settings: %w", err)
+		}
+		if len(rows) == 0 {
+			return ErrNotFound
+		}
+		var err error
+		if st, err = StorageSettingsOf(&Tenant{ID: id, Settings: rows[0]}); err != nil {
+			return err
+		}
+		change(&st)
+		if err := st.Validate(); err != nil {
+			return err
+		}
+		return r.setSetting(tx, id, settingsStorage, st)
+	})
+	if err != nil {
+		return StorageSettings{}, err
+	}
+	r.InvalidateAll() // again after commit: a reload during the transaction saw the old row
+	return st, nil
+}

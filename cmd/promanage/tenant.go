@@ -82,25 +82,25 @@ func (m *Main) runTenant(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		st, err := a.registry.StorageSettings(ctx, t.ID)
-		if err != nil {
-			return err
-		}
-		if quota >= 0 {
-			st.QuotaBytes = quota
-		}
-		if maxFile >= 0 {
-			st.MaxFileBytes = maxFile
-		}
-		if allowedTypes != "-" {
-			st.AllowedContentTypes = nil
-			for _, ct := range strings.Split(allowedTypes, ",") {
-				if ct = strings.TrimSpace(ct); ct != "" {
-					st.AllowedContentTypes = append(st.AllowedContentTypes, ct)
+		// Read and written under the tenant row's lock: an admin's
+		// allowlist change meanwhile is kept.
+		st, err := a.registry.UpdateStorageSettings(ctx, t.ID, func(st *tenant.StorageSettings) {
+			if quota >= 0 {
+				st.QuotaBytes = quota
+			}
+			if maxFile >= 0 {
+				st.MaxFileBytes = maxFile
+			}
+			if allowedTypes != "-" {
+				st.AllowedContentTypes = nil
+				for _, ct := range strings.Split(allowedTypes, ",") {
+					if ct = strings.TrimSpace(ct); ct != "" {
+						st.AllowedContentTypes = append(st.AllowedContentTypes, ct)
+					}
 				}
 			}
-		}
-		if err := a.registry.SetStorageSettings(ctx, t.ID, st); err != nil {
+		})
+		if err != nil {
 			return err
 		}
 		a.invalidator.Publish(ctx, t.ID)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/promanage/promanage/internal/testenv"
 )
@@ -54,5 +56,74 @@ func TestTenantSettings(t *testing.T) {
 	r = owner.want(200, "GET", tp+"/audit?action=tenant.settings", nil)
 	if len(r.json(t)["items"].([]any)) != 1 {
 		t.Fatalf("settings change not audited: %s", r.Body)
+	}
+}
+
+// A PATCH with a bad setting changes nothing (not even the name), and an
+// admin's allowlist change never writes back a quota the operator changed
+// while it ran.
+func TestTenantSettingsPatchIsAllOrNothingAndKeepsOperatorQuota(t *testing.T) {
+	base := server(t)
+	owner := client{t: t, base: base, token: testenv.SignUp(t, "settings-race").Token}
+	slug := testenv.Slug("setrace")
+	tp := "/v1/tenants/" + slug
+	owner.want(201, "POST", "/v1/tenants", map[string]string{"slug": slug, "name": "Before"})
+
+	owner.want(422, "PATCH", tp, map[string]any{"name": "After", "settings": map[string]any{"deadline_warning_days": 0}})
+	owner.want(422, "PATCH", tp, map[string]any{"name": "After", "settings": map[string]any{"allowed_content_types": []string{"nope"}}})
+	if name := owner.want(200, "GET", tp, nil).json(t)["name"]; name != "Before" {
+		t.Fatalf("name after refused PATCHes = %v, want Before", name)
+	}
+
+	// The operator's change holds the tenant's row while the admin's PATCH
+	// runs; it sets the quota and commits once the PATCH waits for the row.
+	db := testenv.DB(t)
+	op := db.Begin()
+	defer op.Rollback()
+	if err := op.Exec("SELECT 1 FROM public.tenants WHERE slug = ? FOR UPDATE", slug).Error; err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var n int64
+			if err := db.Raw(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+				AND wait_event_type = 'Lock' AND query LIKE '%public.tenants%'`).Scan(&n).Error; err != nil {
+				done <- err
+				return
+			}
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				break // the PATCH did not wait: commit anyway, the check below decides
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := op.Exec(`UPDATE public.tenants SET settings = jsonb_set(settings, '{storage}',
+			coalesce(settings->'storage', '{}') || '{"quota_bytes": 12345}') WHERE slug = ?`, slug).Error; err != nil {
+			done <- err
+			return
+		}
+		done <- op.Commit().Error
+	}()
+	owner.want(200, "PATCH", tp, map[string]any{"settings": map[string]any{"allowed_content_types": []string{"application/pdf"}}})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var storage string
+	if err := db.Raw("SELECT settings->'storage' FROM public.tenants WHERE slug = ?", slug).Scan(&storage).Error; err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Quota int64    `json:"quota_bytes"`
+		Types []string `json:"allowed_content_types"`
+	}
+	if err := json.Unmarshal([]byte(storage), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Quota != 12345 || len(st.Types) != 1 {
+		t.Fatalf("storage settings = %s, want the operator's quota 12345 and the admin's allowlist", storage)
 	}
 }
