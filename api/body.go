@@ -2,7 +2,9 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"github.com/promanage/promanage/tenant"
 	"io"
 	"mime"
 	"slices"
@@ -184,4 +186,18 @@ func projectChild(c *fiber.Ctx, param, what string) (projectID, id uuid.UUID, er
 	}
 	id, err = pathUUID(c, param, what)
 	return projectID, id, err
+}
+
+// deleteProjectChild answers DELETE .../projects/:id/<kind>/:<param> with del
+// (204, or del's error).
+func deleteProjectChild(c *fiber.Ctx, param, what string,
+	del func(ctx context.Context, sc tenant.Scope, actor core.Actor, projectID, id uuid.UUID) error) error {
+	pid, id, err := projectChild(c, param, what)
+	if err != nil {
+		return err
+	}
+	if err := del(c.UserContext(), currentTenant(c).Scope(), actor(c), pid, id); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
 }

@@ -154,14 +154,7 @@ func (s *Server) patchTask(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteTask(c *fiber.Ctx) error {
-	pid, id, err := projectChild(c, "task_id", "task")
-	if err != nil {
-		return err
-	}
-	if err := s.d.Work.Tasks.Delete(c.UserContext(), currentTenant(c).Scope(), actor(c), pid, id); err != nil {
-		return err
-	}
-	return c.SendStatus(fiber.StatusNoContent)
+	return deleteProjectChild(c, "task_id", "task", s.d.Work.Tasks.Delete)
 }
 
 // Milestones.
@@ -256,12 +249,5 @@ func (s *Server) patchMilestone(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteMilestone(c *fiber.Ctx) error {
-	pid, id, err := projectChild(c, "milestone_id", "milestone")
-	if err != nil {
-		return err
-	}
-	if err := s.d.Work.Milestones.Delete(c.UserContext(), currentTenant(c).Scope(), actor(c), pid, id); err != nil {
-		return err
-	}
-	return c.SendStatus(fiber.StatusNoContent)
+	return deleteProjectChild(c, "milestone_id", "milestone", s.d.Work.Milestones.Delete)
 }

@@ -63,14 +63,7 @@ func (s *Server) listExpenses(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteExpense(c *fiber.Ctx) error {
-	pid, id, err := projectChild(c, "expense_id", "expense")
-	if err != nil {
-		return err
-	}
-	if err := s.d.Work.Expenses.Delete(c.UserContext(), currentTenant(c).Scope(), actor(c), pid, id); err != nil {
-		return err
-	}
-	return c.SendStatus(fiber.StatusNoContent)
+	return deleteProjectChild(c, "expense_id", "expense", s.d.Work.Expenses.Delete)
 }
 
 func (s *Server) getBudget(c *fiber.Ctx) error {

@@ -229,18 +229,25 @@ func (s *MilestoneService) Update(ctx context.Context, sc tenant.Scope, actor Ac
 // Delete soft-deletes a milestone. It returns ENOTFOUND if it or its project
 // does not exist in the tenant.
 func (s *MilestoneService) Delete(ctx context.Context, sc tenant.Scope, actor Actor, projectID, id uuid.UUID) error {
-	err := sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+	return softDeleteProjectChild(ctx, s.DB, sc, actor, "milestones", "milestone", projectID, id)
+}
+
+// softDeleteProjectChild soft-deletes one row of a project's child table
+// (tasks, milestones) under a share lock on the live project, with its audit
+// row. It returns ENOTFOUND if the row or its project does not exist.
+func softDeleteProjectChild(ctx context.Context, db *gorm.DB, sc tenant.Scope, actor Actor, table, kind string, projectID, id uuid.UUID) error {
+	err := sc.Tx(ctx, db, func(tx *gorm.DB) error {
 		if _, err := liveProject(tx, sc, projectID, "SHARE"); err != nil {
 			return err
 		}
-		res := tx.Exec("UPDATE "+sc.Table("milestones")+" SET deleted_at = now(), version = version + 1, updated_at = now() WHERE id = ? AND project_id = ? AND deleted_at IS NULL", id, projectID)
+		res := tx.Exec("UPDATE "+sc.Table(table)+" SET deleted_at = now(), version = version + 1, updated_at = now() WHERE id = ? AND project_id = ? AND deleted_at IS NULL", id, projectID)
 		if res.Error != nil {
 			return res.Error
 		}
 		if res.RowsAffected == 0 {
-			return &Error{Code: ENOTFOUND, Message: "milestone not found"}
+			return &Error{Code: ENOTFOUND, Message: kind + " not found"}
 		}
-		return RecordAudit(tx, sc, actor, "milestone.delete", "milestone", id.String(), OutcomeSuccess, map[string]any{"project_id": projectID})
+		return RecordAudit(tx, sc, actor, kind+".delete", kind, id.String(), OutcomeSuccess, map[string]any{"project_id": projectID})
 	})
-	return domainErr("delete milestone", err)
+	return domainErr("delete "+kind, err)
 }

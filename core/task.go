@@ -475,20 +475,7 @@ func (s *TaskService) Update(ctx context.Context, sc tenant.Scope, actor Actor, 
 // Delete soft-deletes a task. It returns ENOTFOUND if the task or its
 // project does not exist in the tenant.
 func (s *TaskService) Delete(ctx context.Context, sc tenant.Scope, actor Actor, projectID, id uuid.UUID) error {
-	err := sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
-		if _, err := liveProject(tx, sc, projectID, "SHARE"); err != nil {
-			return err
-		}
-		res := tx.Exec("UPDATE "+sc.Table("tasks")+" SET deleted_at = now(), version = version + 1, updated_at = now() WHERE id = ? AND project_id = ? AND deleted_at IS NULL", id, projectID)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return &Error{Code: ENOTFOUND, Message: "task not found"}
-		}
-		return RecordAudit(tx, sc, actor, "task.delete", "task", id.String(), OutcomeSuccess, map[string]any{"project_id": projectID})
-	})
-	return domainErr("delete task", err)
+	return softDeleteProjectChild(ctx, s.DB, sc, actor, "tasks", "task", projectID, id)
 }
 
 func sameUUID(a, b *uuid.UUID) bool {
