@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"io/fs"
@@ -18,162 +13,22 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/textproto"
 	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-	"github.com/fsouza/fake-gcs-server/fakestorage"
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
 	"github.com/promanage/promanage/internal/testenv"
 	"github.com/promanage/promanage/storage"
+	"github.com/promanage/promanage/storage/storagetest"
 	"github.com/promanage/promanage/tenant"
 )
 
 const testSecretKey = "test-secret-key-for-signed-blob-urls-0123456789"
-
-// docBackend is a bucket the document suite runs on, reachable by the
-// server through url.
-type docBackend struct {
-	url string
-	// reach rewrites a native signed URL so it reaches the emulator.
-	reach func(string) string
-}
-
-func fileDocBackend(t *testing.T) docBackend {
-	return docBackend{url: "file://" + filepath.ToSlash(filepath.Join(t.TempDir(), "blobs"))}
-}
-
-func memDocBackend(t *testing.T) docBackend { return docBackend{url: "mem://"} }
-
-// s3DocBackend serves gofakes3 on a loopback port, as an operator would
-// point us at MinIO.
-func s3DocBackend(t *testing.T) docBackend {
-	mem := s3mem.New()
-	srv := httptest.NewServer(gofakes3.New(mem, gofakes3.WithLogger(gofakes3.DiscardLog())).Server())
-	t.Cleanup(srv.Close)
-	if err := mem.CreateBucket("docs"); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_ACCESS_KEY_ID", "promanage-test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "promanage-test-secret")
-	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
-	q := url.Values{"endpoint": {srv.URL}, "region": {"us-east-1"}, "use_path_style": {"true"}, "disable_https": {"true"}}
-	return docBackend{url: "s3://docs?" + q.Encode()}
-}
-
-// gcsDocBackend serves fake-gcs-server; access_id + private_key_path give
-// the bucket a signing identity (native V4 signed URLs).
-func gcsDocBackend(t *testing.T) docBackend {
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", PublicHost: "127.0.0.1", Writer: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: "docs"})
-	t.Setenv("STORAGE_EMULATOR_HOST", strings.TrimPrefix(srv.URL(), "http://"))
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKCS8PrivateKey(key)
-	keyPath := filepath.Join(t.TempDir(), "gcs.pem")
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	q := url.Values{"access_id": {"promanage-test@promanage-test.iam.gserviceaccount.com"}, "private_key_path": {keyPath}}
-	// Signed URLs say https; the emulator listens on http.
-	return docBackend{url: "gs://docs?" + q.Encode(), reach: func(s string) string { return strings.Replace(s, "https://", "http://", 1) }}
-}
-
-var azuriteListens = regexp.MustCompile(`listens on http://(127\.0\.0\.1:\d+)`)
-
-// azureDocBackend runs Azurite (scripts/azurite.sh) with Microsoft's
-// well-known development account. Skipped, visibly, only without node.
-func azureDocBackend(t *testing.T) docBackend {
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("Azure documents need Node.js for Azurite: node not found on PATH (apt-get install nodejs npm)")
-	}
-	install := exec.Command("bash", filepath.Join("..", "..", "scripts", "azurite.sh"))
-	install.Stderr = os.Stderr
-	out, err := install.Output()
-	if err != nil {
-		t.Fatalf("scripts/azurite.sh: %v", err)
-	}
-	cmd := exec.Command(strings.TrimSpace(string(out)), "--blobHost", "127.0.0.1", "--blobPort", "0", "--inMemoryPersistence",
-		"--extentMemoryLimit", "256", "--skipApiVersionCheck", "--disableTelemetry", "--loose")
-	cmd.Dir = t.TempDir()
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := azuriteListens.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-				_, _ = io.Copy(io.Discard, stdout)
-				return
-			}
-		}
-		close(addr)
-	}()
-	var domain string
-	select {
-	case domain = <-addr:
-		if domain == "" {
-			t.Fatal("azurite exited before listening")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("azurite did not start within 30s")
-	}
-	t.Setenv("AZURE_STORAGE_ACCOUNT", "devstoreaccount1")
-	t.Setenv("AZURE_STORAGE_KEY", "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
-	u := "azblob://docs?protocol=http&domain=" + domain
-	b, err := storage.OpenBucket(context.Background(), u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	var cc *container.Client
-	if !b.As(&cc) {
-		t.Fatal("azblob bucket does not expose *container.Client")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := cc.Create(ctx, nil); err != nil {
-		t.Fatalf("create Azurite container: %v", err)
-	}
-	return docBackend{url: u}
-}
 
 // ---- multipart helpers ----
 
@@ -293,24 +148,24 @@ func (f docFixture) doc(id string) string {
 func TestDocumentsOnEveryBackend(t *testing.T) {
 	backends := []struct {
 		name  string
-		start func(*testing.T) docBackend
+		start func(testing.TB) storagetest.Bucket
 	}{
-		{"File", fileDocBackend},
-		{"Mem", memDocBackend},
-		{"S3", s3DocBackend},
-		{"GCS", gcsDocBackend},
-		{"Azure", azureDocBackend},
+		{"File", storagetest.File},
+		{"Mem", storagetest.Mem},
+		{"S3", storagetest.S3},
+		{"GCS", storagetest.GCS},
+		{"Azure", storagetest.Azure},
 	}
 	for _, bk := range backends {
 		t.Run(bk.name, func(t *testing.T) {
 			be := bk.start(t)
-			base := server(t, "-blob-url", be.url, "-secret-key", testSecretKey)
+			base := server(t, "-blob-url", be.URL, "-secret-key", testSecretKey)
 			documentLifecycle(t, base, be)
 		})
 	}
 }
 
-func documentLifecycle(t *testing.T, base string, be docBackend) {
+func documentLifecycle(t *testing.T, base string, be storagetest.Bucket) {
 	f := newDocFixture(t, base, "docs")
 	c := f.owner
 	v1 := append([]byte("%PDF-1.7\n"), randomBytes(300<<10, 1)...)
@@ -429,8 +284,8 @@ func documentLifecycle(t *testing.T, base string, be docBackend) {
 	// Signed URL, fetched without any session.
 	r = c.want(200, "GET", f.doc(id)+"/url?version=2", nil)
 	signed := r.json(t)["url"].(string)
-	if be.reach != nil {
-		signed = be.reach(signed)
+	if be.Reach != nil {
+		signed = be.Reach(signed)
 	}
 	resp, err := http.Get(signed)
 	if err != nil {
