@@ -164,9 +164,6 @@ func (s *Server) App() *fiber.App { return s.app }
 // Routes returns the route table.
 func (s *Server) Routes() []Route { return s.routes }
 
-// Listen serves on addr until Shutdown.
-func (s *Server) Listen(addr string) error { return s.app.Listen(addr) }
-
 // Shutdown stops accepting connections and waits for in-flight requests.
 func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
 

@@ -69,20 +69,6 @@ func ErrorCode(err error) string {
 	return EINTERNAL
 }
 
-// ErrorMessage returns the client-safe message of err, or "internal error".
-func ErrorMessage(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Message
-	}
-	return "internal error"
-}
-
-// Errorf builds an *Error with a formatted message.
-func Errorf(code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
 // Invalid builds an EINVALID error carrying field details.
 func Invalid(fields ...FieldError) *Error {
 	msg := "invalid input"

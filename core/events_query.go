@@ -133,11 +133,6 @@ func (s *EventService) List(ctx context.Context, tenantID uuid.UUID, f EventFilt
 	return pageOf(items, limit, func(e EventRecord) uuid.UUID { return e.ID }), nil
 }
 
-// Get returns one event of the tenant (ENOTFOUND otherwise).
-func (s *EventService) Get(ctx context.Context, tenantID, id uuid.UUID) (*EventRecord, error) {
-	return s.get(s.DB.WithContext(ctx), tenantID, id)
-}
-
 func (s *EventService) get(db *gorm.DB, tenantID, id uuid.UUID) (*EventRecord, error) {
 	var rows []eventRecordRow
 	if err := db.Raw(eventRecordSelect+" WHERE o.tenant_id = ? AND o.id = ?", tenantID, id).Scan(&rows).Error; err != nil {

@@ -34,12 +34,6 @@ func (r *RedisCache) Set(ctx context.Context, key string, val []byte, ttl time.D
 	return r.c.Set(ctx, key, val, ttl).Err()
 }
 
-func (r *RedisCache) Del(ctx context.Context, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	return r.c.Del(ctx, key).Err()
-}
-
 // MemoryCache is the in-process SessionCache used when no Redis is configured
 // (one replica only).
 type MemoryCache struct {
@@ -73,12 +67,5 @@ func (m *MemoryCache) Set(_ context.Context, key string, val []byte, ttl time.Du
 		clear(m.m)
 	}
 	m.m[key] = memEntry{v: val, exp: time.Now().Add(ttl)}
-	return nil
-}
-
-func (m *MemoryCache) Del(_ context.Context, key string) error {
-	m.mu.Lock()
-	delete(m.m, key)
-	m.mu.Unlock()
 	return nil
 }

@@ -68,7 +68,6 @@ func (c Credential) cacheKey() string {
 type SessionCache interface {
 	Get(ctx context.Context, key string) ([]byte, bool, error)
 	Set(ctx context.Context, key string, val []byte, ttl time.Duration) error
-	Del(ctx context.Context, key string) error
 }
 
 // Options configures an Authenticator.
@@ -228,15 +227,6 @@ func (a *Authenticator) remember(key string, p Principal, now time.Time) {
 	}
 	a.local[key] = localEntry{p: p, expires: exp}
 	a.mu.Unlock()
-}
-
-// Forget drops a credential from every cache (after logout or revocation).
-func (a *Authenticator) Forget(ctx context.Context, cred Credential) error {
-	key := cred.cacheKey()
-	a.mu.Lock()
-	delete(a.local, key)
-	a.mu.Unlock()
-	return a.cache.Del(ctx, key)
 }
 
 func (a *Authenticator) verify(ctx context.Context, cred Credential) (*Principal, error) {

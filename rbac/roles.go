@@ -105,8 +105,5 @@ func BuiltinPermissions(role string) []Permission {
 	return nil
 }
 
-// Vocabulary is every permission a role may hold.
-func Vocabulary() []Permission { return slices.Clone(ownerPerms) }
-
 // Valid reports whether p is in the vocabulary.
 func (p Permission) Valid() bool { return slices.Contains(ownerPerms, p) }

@@ -178,13 +178,6 @@ func (r *Registry) ByID(ctx context.Context, id uuid.UUID) (*Tenant, error) {
 	return &t, nil
 }
 
-// Invalidate drops a slug from this process's cache.
-func (r *Registry) Invalidate(slug string) {
-	r.mu.Lock()
-	delete(r.cache, slug)
-	r.mu.Unlock()
-}
-
 // InvalidateAll empties this process's cache.
 func (r *Registry) InvalidateAll() {
 	r.mu.Lock()

@@ -135,14 +135,3 @@ func Logout(t testing.TB, token string) {
 		t.Fatalf("logout: status %d", resp.StatusCode)
 	}
 }
-
-// Must fails the test on error.
-func Must[T any](v T, err error) func(testing.TB) T {
-	return func(t testing.TB) T {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-}
