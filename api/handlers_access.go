@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -23,8 +22,9 @@ const maxRolePermissions = 100
 
 // putRole creates or replaces a custom role:
 // body {"permissions": ["projects:create", {"object": "tasks", "action": "read"}, ...]}.
-// The caller may only grant permissions they hold themselves, so roles:manage
-// can never be used to climb above one's own role.
+// The caller must hold every permission of the role before and after the
+// change, so roles:manage can never be used to climb above one's own role
+// nor to strip a role held by someone above it.
 func (s *Server) putRole(c *fiber.Ctx) error {
 	name := c.Params("name")
 	m, err := decodeObject(c, "permissions", "name", "builtin")
@@ -60,30 +60,19 @@ func (s *Server) putRole(c *fiber.Ctx) error {
 		return translateRoleErr(err)
 	}
 	t, ctx, who := currentTenant(c), c.UserContext(), actor(c)
-	held, err := s.d.Enforcers.PermissionsOf(ctx, t.ID, who.UserID)
-	if err != nil {
-		return err
-	}
-	for _, p := range perms {
-		if !slices.Contains(held, p) {
-			if err := s.d.Audit.Record(ctx, t.Scope(), who, "role.put", "role", name, core.OutcomeDenied,
-				map[string]any{"reason": "grants a permission the caller does not hold", "permission": p.String()}); err != nil {
-				return err
-			}
-			return errf(core.EFORBIDDEN, "you cannot grant "+p.String()+", which your role ("+currentRole(c)+") does not hold")
-		}
-	}
 	var previous []rbac.Permission
 	err = t.Scope().Tx(ctx, s.d.DB, func(tx *gorm.DB) error {
-		previous, err = rbac.PutRole(tx, t.ID, name, perms)
+		// The role ceiling (old and new permissions within the caller's)
+		// is checked by PutRole under the tenant's lock.
+		previous, err = rbac.PutRole(tx, t.ID, who.UserID, name, perms)
 		if err != nil {
-			return translateRoleErr(err)
+			return err
 		}
 		return core.RecordAudit(tx, t.Scope(), who, "role.put", "role", name, core.OutcomeSuccess,
 			map[string]any{"permissions": permStrings(perms), "previous": permStrings(previous)})
 	})
 	if err != nil {
-		return err
+		return s.roleChangeErr(c, "role.put", name, err)
 	}
 	s.policyChanged(ctx, t.ID)
 	status := fiber.StatusOK
@@ -101,44 +90,36 @@ func (s *Server) deleteRole(c *fiber.Ctx) error {
 		return errf(core.ENOTFOUND, "role not found")
 	}
 	err := t.Scope().Tx(ctx, s.d.DB, func(tx *gorm.DB) error {
-		previous, err := rbac.DeleteRole(tx, t.ID, name)
+		previous, err := rbac.DeleteRole(tx, t.ID, who.UserID, name)
 		if err != nil {
-			return translateRoleErr(err)
+			return err
 		}
 		return core.RecordAudit(tx, t.Scope(), who, "role.delete", "role", name, core.OutcomeSuccess,
 			map[string]any{"previous": permStrings(previous)})
 	})
 	if err != nil {
-		return err
+		return s.roleChangeErr(c, "role.delete", name, err)
 	}
 	s.policyChanged(ctx, t.ID)
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
-// requireRoleCeiling refuses (403, audited) to give someone a role that
-// holds a permission the caller lacks, so that members:manage in a custom
-// role cannot be used to climb to admin. putMember should call it before
-// SetRole (owner-only rules stay in requireOwnerPower).
-func (s *Server) requireRoleCeiling(c *fiber.Ctx, target uuid.UUID, role string) error {
+// roleChangeErr translates the error of a role change; one refused by the
+// role ceiling (the role, before or after, holds a permission the caller
+// lacks) is audited as denied after its transaction rolled back and
+// answers 403.
+func (s *Server) roleChangeErr(c *fiber.Ctx, action, role string, err error) error {
+	var ce *rbac.CeilingError
+	if !errors.As(err, &ce) {
+		return translateRoleErr(err)
+	}
 	t, ctx, who := currentTenant(c), c.UserContext(), actor(c)
-	want, err := rbac.RolePermissions(s.d.DB.WithContext(ctx), t.ID, role)
-	if err != nil {
-		return err
+	if aerr := s.d.Audit.Record(ctx, t.Scope(), who, action, "role", role, core.OutcomeDenied,
+		map[string]any{"reason": ce.Error(), "permission": ce.Permission.String()}); aerr != nil {
+		return aerr
 	}
-	held, err := s.d.Enforcers.PermissionsOf(ctx, t.ID, who.UserID)
-	if err != nil {
-		return err
-	}
-	for _, p := range want {
-		if !slices.Contains(held, p) {
-			if err := s.d.Audit.Record(ctx, t.Scope(), who, "member.set_role", "member", target.String(), core.OutcomeDenied,
-				map[string]any{"role": role, "reason": "role holds a permission the caller does not hold", "permission": p.String()}); err != nil {
-				return err
-			}
-			return errf(core.EFORBIDDEN, "you cannot give the role "+role+": it holds "+p.String()+", which your role does not")
-		}
-	}
-	return nil
+	return errf(core.EFORBIDDEN, "you cannot change the role "+role+": "+ce.Subject+" include "+ce.Permission.String()+
+		", which your role ("+currentRole(c)+") does not hold")
 }
 
 func (s *Server) policyChanged(ctx context.Context, tenantID uuid.UUID) {

@@ -251,10 +251,9 @@ func (s *Server) putMember(c *fiber.Ctx) error {
 	if err := s.requireOwnerPower(c, userID, role); err != nil {
 		return err
 	}
-	// Nobody grants a role holding a permission they do not hold themselves.
-	if err := s.requireRoleCeiling(c, userID, role); err != nil {
-		return err
-	}
+	// The role ceiling (the new role and the member's current role within
+	// the caller's permissions) is checked by SetRole under the tenant's
+	// lock; a refusal is 403 and audited.
 	prev, err := s.d.Members.SetRole(c.UserContext(), currentTenant(c).Scope(), actor(c), userID, role)
 	if err != nil {
 		return err
@@ -283,16 +282,8 @@ func (s *Server) deleteMember(c *fiber.Ctx) error {
 	if err := s.requireOwnerPower(c, userID, ""); err != nil {
 		return err
 	}
-	// Nor removes someone whose role holds more than theirs.
-	targetRole, err := s.d.Enforcers.RoleOf(c.UserContext(), currentTenant(c).ID, userID)
-	if err != nil {
-		return err
-	}
-	if targetRole != "" {
-		if err := s.requireRoleCeiling(c, userID, targetRole); err != nil {
-			return err
-		}
-	}
+	// Nobody removes someone whose role holds more than theirs: checked by
+	// Remove under the tenant's lock (403, audited).
 	if err := s.d.Members.Remove(c.UserContext(), currentTenant(c).Scope(), actor(c), userID); err != nil {
 		return err
 	}
@@ -350,13 +341,13 @@ func (p *PolicyStore) Seed(tx *gorm.DB, tenantID, owner uuid.UUID) error {
 	return rbac.SeedTenant(tx, tenantID, owner)
 }
 
-func (p *PolicyStore) SetMemberRole(tx *gorm.DB, tenantID, userID uuid.UUID, role string) (string, error) {
-	prev, err := rbac.SetMemberRole(tx, tenantID, userID, role)
+func (p *PolicyStore) SetMemberRole(tx *gorm.DB, tenantID, actor, userID uuid.UUID, role string) (string, error) {
+	prev, err := rbac.SetMemberRole(tx, tenantID, actor, userID, role)
 	return prev, translatePolicyErr(err)
 }
 
-func (p *PolicyStore) RemoveMember(tx *gorm.DB, tenantID, userID uuid.UUID) (string, error) {
-	prev, err := rbac.RemoveMember(tx, tenantID, userID)
+func (p *PolicyStore) RemoveMember(tx *gorm.DB, tenantID, actor, userID uuid.UUID) (string, error) {
+	prev, err := rbac.RemoveMember(tx, tenantID, actor, userID)
 	return prev, translatePolicyErr(err)
 }
 
@@ -368,9 +359,13 @@ func (p *PolicyStore) Changed(ctx context.Context, tenantID uuid.UUID) {
 }
 
 func translatePolicyErr(err error) error {
+	var ce *rbac.CeilingError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &ce):
+		return &core.Error{Code: core.EFORBIDDEN, Message: "you cannot make this change: " + ce.Subject + " (" + ce.Role + ") holds " +
+			ce.Permission.String() + ", which your role does not", Err: err}
 	case errors.Is(err, rbac.ErrUnknownRole):
 		return core.Invalid(core.FieldError{Field: "role", Message: "unknown role; see GET .../roles (built-in: " + strings.Join(rbac.BuiltinRoleNames, ", ") + ")"})
 	case errors.Is(err, rbac.ErrLastOwner):

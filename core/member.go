@@ -16,13 +16,15 @@ import (
 
 // PolicyStore keeps memberships and role grants. Its methods run in the
 // caller's transaction and return *Error values for rule violations (unknown
-// role: EINVALID, last owner: ECONFLICT, not a member: ENOTFOUND).
-// Changed is called after commit so that cached decisions are dropped on
-// every replica.
+// role: EINVALID, last owner: ECONFLICT, not a member: ENOTFOUND, a change
+// above the actor's own permissions: EFORBIDDEN). actor is the user on
+// whose behalf the change is made (uuid.Nil: the platform itself, which no
+// role ceiling limits). Changed is called after commit so that cached
+// decisions are dropped on every replica.
 type PolicyStore interface {
 	Seed(tx *gorm.DB, tenantID, owner uuid.UUID) error
-	SetMemberRole(tx *gorm.DB, tenantID, userID uuid.UUID, role string) (previous string, err error)
-	RemoveMember(tx *gorm.DB, tenantID, userID uuid.UUID) (previous string, err error)
+	SetMemberRole(tx *gorm.DB, tenantID, actor, userID uuid.UUID, role string) (previous string, err error)
+	RemoveMember(tx *gorm.DB, tenantID, actor, userID uuid.UUID) (previous string, err error)
 	Changed(ctx context.Context, tenantID uuid.UUID)
 }
 
@@ -112,7 +114,9 @@ type MemberService struct {
 }
 
 // SetRole adds a user to the tenant or changes their role. The user must
-// have signed in at least once (ENOTFOUND otherwise).
+// have signed in at least once (ENOTFOUND otherwise). It returns EFORBIDDEN
+// (and audits the denied attempt) when the new role or the member's current
+// role holds a permission the actor does not.
 func (s *MemberService) SetRole(ctx context.Context, sc tenant.Scope, actor Actor, userID uuid.UUID, role string) (previous string, err error) {
 	err = sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
 		var n int64
@@ -122,7 +126,7 @@ func (s *MemberService) SetRole(ctx context.Context, sc tenant.Scope, actor Acto
 		if n == 0 {
 			return &Error{Code: ENOTFOUND, Message: "user not found: they must sign in once before they can be added"}
 		}
-		previous, err = s.Policies.SetMemberRole(tx, sc.ID, userID, role)
+		previous, err = s.Policies.SetMemberRole(tx, sc.ID, actor.UserID, userID, role)
 		if err != nil {
 			return err
 		}
@@ -136,17 +140,18 @@ func (s *MemberService) SetRole(ctx context.Context, sc tenant.Scope, actor Acto
 		return nil
 	})
 	if err != nil {
-		return "", err
+		return "", s.auditDenied(ctx, sc, actor, "member.set_role", userID, map[string]any{"role": role}, err)
 	}
 	s.Policies.Changed(ctx, sc.ID)
 	return previous, nil
 }
 
-// Remove removes a member. It returns ENOTFOUND for a non-member and
-// ECONFLICT for the last owner.
+// Remove removes a member. It returns ENOTFOUND for a non-member,
+// ECONFLICT for the last owner and EFORBIDDEN (audited) when the member's
+// role holds a permission the actor does not.
 func (s *MemberService) Remove(ctx context.Context, sc tenant.Scope, actor Actor, userID uuid.UUID) error {
 	err := sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
-		prev, err := s.Policies.RemoveMember(tx, sc.ID, userID)
+		prev, err := s.Policies.RemoveMember(tx, sc.ID, actor.UserID, userID)
 		if err != nil {
 			return err
 		}
@@ -156,8 +161,25 @@ func (s *MemberService) Remove(ctx context.Context, sc tenant.Scope, actor Actor
 		return s.Events.emit(tx, sc, actor, EventMemberRemoved, userID.String(), map[string]any{"user_id": userID})
 	})
 	if err != nil {
-		return err
+		return s.auditDenied(ctx, sc, actor, "member.remove", userID, nil, err)
 	}
 	s.Policies.Changed(ctx, sc.ID)
 	return nil
+}
+
+// auditDenied records a change refused with EFORBIDDEN (after its
+// transaction rolled back) and returns err.
+func (s *MemberService) auditDenied(ctx context.Context, sc tenant.Scope, actor Actor, action string, userID uuid.UUID, details map[string]any, err error) error {
+	var e *Error
+	if !errors.As(err, &e) || e.Code != EFORBIDDEN {
+		return err
+	}
+	if details == nil {
+		details = map[string]any{}
+	}
+	details["reason"] = e.Message
+	if aerr := RecordAudit(s.DB.WithContext(ctx), sc, actor, action, "member", userID.String(), OutcomeDenied, details); aerr != nil {
+		return fmt.Errorf("audit denied %s: %w", action, aerr)
+	}
+	return err
 }

@@ -1,7 +1,6 @@
 package rbac
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -111,11 +110,17 @@ func RolePermissions(tx *gorm.DB, tenantID uuid.UUID, role string) ([]Permission
 }
 
 // PutRole creates or replaces a custom role with exactly the given
-// permissions (validated with ValidateCustomRole first). Only the rows that
-// differ are inserted or deleted: the policy table is never rewritten. It
-// returns the previous permissions (nil if the role is new) and
-// ErrBuiltinRole, ErrInvalidRoleName or ErrTooManyRoles.
-func PutRole(tx *gorm.DB, tenantID uuid.UUID, name string, ps []Permission) (previous []Permission, err error) {
+// permissions (validated with ValidateCustomRole first) on behalf of actor.
+// Only the rows that differ are inserted or deleted: the policy table is
+// never rewritten. It returns the previous permissions (nil if the role is
+// new) and ErrBuiltinRole, ErrInvalidRoleName or ErrTooManyRoles.
+//
+// The actor must hold every permission of the role before and after the
+// change (a *CeilingError otherwise). A member holds exactly their role's
+// permissions, so this is the ceiling over every current holder: nobody
+// can shrink or reshape a role held by someone above them, nor grow a role
+// (their own included) past what they hold.
+func PutRole(tx *gorm.DB, tenantID, actor uuid.UUID, name string, ps []Permission) (previous []Permission, err error) {
 	if IsBuiltin(name) {
 		return nil, ErrBuiltinRole
 	}
@@ -128,6 +133,16 @@ func PutRole(tx *gorm.DB, tenantID uuid.UUID, name string, ps []Permission) (pre
 	}
 	previous, err = RolePermissions(tx, tenantID, name)
 	if err != nil {
+		return nil, err
+	}
+	c, err := loadCeiling(tx, tenantID, actor)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.cover(previous, name, "the role's current permissions"); err != nil {
+		return nil, err
+	}
+	if err := c.cover(ps, name, "the role's new permissions"); err != nil {
 		return nil, err
 	}
 	if previous == nil {
@@ -160,10 +175,11 @@ func PutRole(tx *gorm.DB, tenantID uuid.UUID, name string, ps []Permission) (pre
 	return previous, nil
 }
 
-// DeleteRole removes a custom role. It returns ErrBuiltinRole for a built-in
-// role, ErrRoleNotFound if the tenant has no such role and ErrRoleInUse while
-// a member holds it.
-func DeleteRole(tx *gorm.DB, tenantID uuid.UUID, name string) (previous []Permission, err error) {
+// DeleteRole removes a custom role on behalf of actor. It returns
+// ErrBuiltinRole for a built-in role, ErrRoleNotFound if the tenant has no
+// such role, ErrRoleInUse while a member holds it and a *CeilingError if
+// the role holds a permission the actor lacks.
+func DeleteRole(tx *gorm.DB, tenantID, actor uuid.UUID, name string) (previous []Permission, err error) {
 	if IsBuiltin(name) {
 		return nil, ErrBuiltinRole
 	}
@@ -176,6 +192,13 @@ func DeleteRole(tx *gorm.DB, tenantID uuid.UUID, name string) (previous []Permis
 	}
 	if previous == nil {
 		return nil, ErrRoleNotFound
+	}
+	c, err := loadCeiling(tx, tenantID, actor)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.cover(previous, name, "the role's current permissions"); err != nil {
+		return nil, err
 	}
 	var n int64
 	if err := tx.Raw("SELECT count(*) FROM public.memberships WHERE tenant_id = ? AND role = ?", tenantID, name).Scan(&n).Error; err != nil {
@@ -195,24 +218,4 @@ func DeleteRole(tx *gorm.DB, tenantID uuid.UUID, name string) (previous []Permis
 // deleted while a member is being given it.
 func lockRoles(tx *gorm.DB, tenantID uuid.UUID) error {
 	return tx.Exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 1))", tenantID.String()).Error
-}
-
-// PermissionsOf returns the permissions the user holds in the tenant through
-// their role, from the cached enforcer.
-func (es *Enforcers) PermissionsOf(ctx context.Context, tenantID, userID uuid.UUID) ([]Permission, error) {
-	e, err := es.get(ctx, tenantID)
-	if err != nil {
-		return nil, err
-	}
-	var out []Permission
-	for _, p := range ownerPerms {
-		ok, err := e.Enforce(userID.String(), tenantID.String(), p.Object, p.Action)
-		if err != nil {
-			return nil, fmt.Errorf("enforce: %w", err)
-		}
-		if ok {
-			out = append(out, p)
-		}
-	}
-	return out, nil
 }

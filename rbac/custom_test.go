@@ -111,7 +111,10 @@ func TestPutRoleIsIncremental(t *testing.T) {
 	}
 	put := func(ps []rbac.Permission) []rbac.Permission {
 		var prev []rbac.Permission
-		err := db.Transaction(func(tx *gorm.DB) (err error) { prev, err = rbac.PutRole(tx, tid, "reviewer", ps); return err })
+		err := db.Transaction(func(tx *gorm.DB) (err error) {
+			prev, err = rbac.PutRole(tx, tid, rbac.System, "reviewer", ps)
+			return err
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +137,7 @@ func TestPutRoleIsIncremental(t *testing.T) {
 		t.Fatalf("viewer rows changed: %v -> %v", otherBefore, got)
 	}
 	err := db.Transaction(func(tx *gorm.DB) error {
-		_, err := rbac.PutRole(tx, tid, rbac.RoleAdmin, perms("projects:read"))
+		_, err := rbac.PutRole(tx, tid, rbac.System, rbac.RoleAdmin, perms("projects:read"))
 		return err
 	})
 	if !errors.Is(err, rbac.ErrBuiltinRole) {
@@ -142,7 +145,10 @@ func TestPutRoleIsIncremental(t *testing.T) {
 	}
 
 	// A role in use cannot be deleted; once unused it can.
-	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.SetMemberRole(tx, tid, owner, "reviewer"); return err }); !errors.Is(err, rbac.ErrLastOwner) {
+	if err := db.Transaction(func(tx *gorm.DB) error {
+		_, err := rbac.SetMemberRole(tx, tid, rbac.System, owner, "reviewer")
+		return err
+	}); !errors.Is(err, rbac.ErrLastOwner) {
 		t.Fatalf("demoting the last owner: %v", err)
 	}
 	second := uuid.New()
@@ -150,11 +156,14 @@ func TestPutRoleIsIncremental(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Exec("DELETE FROM public.users WHERE id = ?", second) })
-	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.SetMemberRole(tx, tid, second, "reviewer"); return err }); err != nil {
+	if err := db.Transaction(func(tx *gorm.DB) error {
+		_, err := rbac.SetMemberRole(tx, tid, rbac.System, second, "reviewer")
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	del := func(name string) error {
-		return db.Transaction(func(tx *gorm.DB) error { _, err := rbac.DeleteRole(tx, tid, name); return err })
+		return db.Transaction(func(tx *gorm.DB) error { _, err := rbac.DeleteRole(tx, tid, rbac.System, name); return err })
 	}
 	if err := del("reviewer"); !errors.Is(err, rbac.ErrRoleInUse) {
 		t.Fatalf("deleting a role in use: %v", err)
@@ -165,7 +174,7 @@ func TestPutRoleIsIncremental(t *testing.T) {
 	if err := del("nosuchrole"); !errors.Is(err, rbac.ErrRoleNotFound) {
 		t.Fatalf("deleting an unknown role: %v", err)
 	}
-	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.RemoveMember(tx, tid, second); return err }); err != nil {
+	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.RemoveMember(tx, tid, rbac.System, second); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := del("reviewer"); err != nil {
@@ -204,11 +213,14 @@ func TestEnforcerReconcilesWithoutInvalidation(t *testing.T) {
 	}
 	// Grant directly in the database, as another replica would, with no
 	// invalidation published.
-	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.SetMemberRole(tx, tid, user, rbac.RoleManager); return err }); err != nil {
+	if err := db.Transaction(func(tx *gorm.DB) error {
+		_, err := rbac.SetMemberRole(tx, tid, rbac.System, user, rbac.RoleManager)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*maxAge, allowed, true, "grant")
-	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.RemoveMember(tx, tid, user); return err }); err != nil {
+	if err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.RemoveMember(tx, tid, rbac.System, user); return err }); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -253,7 +265,7 @@ func TestRoleNamedLikeAUserIsRefused(t *testing.T) {
 		t.Cleanup(func() { db.Exec("DELETE FROM public.users WHERE id = ?", u) })
 	}
 	set := func(u uuid.UUID, role string) error {
-		return db.Transaction(func(tx *gorm.DB) error { _, err := rbac.SetMemberRole(tx, tid, u, role); return err })
+		return db.Transaction(func(tx *gorm.DB) error { _, err := rbac.SetMemberRole(tx, tid, rbac.System, u, role); return err })
 	}
 	if err := set(victim, rbac.RoleOwner); err != nil {
 		t.Fatal(err)
@@ -265,7 +277,10 @@ func TestRoleNamedLikeAUserIsRefused(t *testing.T) {
 	if _, err := rbac.ValidateCustomRole(victim.String(), read); !errors.Is(err, rbac.ErrInvalidRoleName) {
 		t.Errorf("ValidateCustomRole(%s) = %v, want ErrInvalidRoleName", victim, err)
 	}
-	err := db.Transaction(func(tx *gorm.DB) error { _, err := rbac.PutRole(tx, tid, victim.String(), read); return err })
+	err := db.Transaction(func(tx *gorm.DB) error {
+		_, err := rbac.PutRole(tx, tid, rbac.System, victim.String(), read)
+		return err
+	})
 	if !errors.Is(err, rbac.ErrInvalidRoleName) {
 		t.Errorf("PutRole(%s) = %v, want ErrInvalidRoleName", victim, err)
 	}
@@ -306,5 +321,114 @@ func TestEnforcerLoadHonoursDeadline(t *testing.T) {
 	role, err := es.RoleOf(context.Background(), tid, owner)
 	if err != nil || role != rbac.RoleOwner {
 		t.Fatalf("after a failed load: role %q, %v", role, err)
+	}
+}
+
+// The role ceiling, checked in the store under the tenant's lock: an actor
+// may only touch memberships and roles whose permissions (before and after
+// the change) are all theirs; System (provisioning, the operator) is not
+// limited.
+func TestRoleCeiling(t *testing.T) {
+	db := testenv.DB(t)
+	tid, owner := fixture(t, db)
+	users := map[string]uuid.UUID{}
+	for _, name := range []string{"admin", "hr", "viewer", "ops", "rm"} {
+		u := uuid.New()
+		if err := db.Exec(`INSERT INTO public.users (id, email) VALUES (?, ?)`, u, testenv.Email("ceil")).Error; err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Exec("DELETE FROM public.users WHERE id = ?", u) })
+		users[name] = u
+	}
+	tx := func(f func(tx *gorm.DB) error) error { return db.Transaction(f) }
+	setup := func(f func(tx *gorm.DB) error) {
+		t.Helper()
+		if err := tx(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := func(ss ...string) []rbac.Permission {
+		var out []rbac.Permission
+		for _, s := range ss {
+			v, _ := rbac.ParsePermission(s)
+			out = append(out, v)
+		}
+		return out
+	}
+	hrPerms := append(rbac.BuiltinPermissions(rbac.RoleViewer), p("members:manage")...)
+	setup(func(tx *gorm.DB) error {
+		for role, ps := range map[string][]rbac.Permission{"hr": hrPerms, "plugin-admin": p("tenant:read", "plugins:manage"),
+			"role-manager": p("tenant:read", "roles:manage"), "readers": p("tenant:read")} {
+			if _, err := rbac.PutRole(tx, tid, rbac.System, role, ps); err != nil {
+				return err
+			}
+		}
+		for name, role := range map[string]string{"admin": rbac.RoleAdmin, "hr": "hr", "viewer": rbac.RoleViewer, "ops": "plugin-admin", "rm": "role-manager"} {
+			if _, err := rbac.SetMemberRole(tx, tid, rbac.System, users[name], role); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	cases := []struct {
+		name string
+		op   func(tx *gorm.DB) error
+		want bool // allowed
+	}{
+		{"HRDemotesAdminToViewer", func(tx *gorm.DB) error {
+			_, err := rbac.SetMemberRole(tx, tid, users["hr"], users["admin"], rbac.RoleViewer)
+			return err
+		}, false},
+		{"HRRemovesAdmin", func(tx *gorm.DB) error { _, err := rbac.RemoveMember(tx, tid, users["hr"], users["admin"]); return err }, false},
+		{"HRPromotesSelfToAdmin", func(tx *gorm.DB) error {
+			_, err := rbac.SetMemberRole(tx, tid, users["hr"], users["hr"], rbac.RoleAdmin)
+			return err
+		}, false},
+		{"HRChangesViewerToReaders", func(tx *gorm.DB) error {
+			_, err := rbac.SetMemberRole(tx, tid, users["hr"], users["viewer"], "readers")
+			return err
+		}, true},
+		{"AdminDemotesOwner", func(tx *gorm.DB) error {
+			_, err := rbac.SetMemberRole(tx, tid, users["admin"], owner, rbac.RoleAdmin)
+			return err
+		}, false},
+		{"RoleManagerStripsHeldRole", func(tx *gorm.DB) error {
+			_, err := rbac.PutRole(tx, tid, users["rm"], "plugin-admin", p("tenant:read"))
+			return err
+		}, false},
+		{"RoleManagerGrowsOwnRole", func(tx *gorm.DB) error {
+			_, err := rbac.PutRole(tx, tid, users["rm"], "role-manager", p("tenant:read", "roles:manage", "plugins:manage"))
+			return err
+		}, false},
+		{"RoleManagerDeletesRoleAbove", func(tx *gorm.DB) error { _, err := rbac.DeleteRole(tx, tid, users["rm"], "hr"); return err }, false},
+		{"RoleManagerEditsRoleBelow", func(tx *gorm.DB) error {
+			_, err := rbac.PutRole(tx, tid, users["rm"], "readers", p("tenant:read", "roles:manage"))
+			return err
+		}, true},
+		{"NonMemberActor", func(tx *gorm.DB) error {
+			_, err := rbac.SetMemberRole(tx, tid, uuid.New(), users["viewer"], "readers")
+			return err
+		}, false},
+		{"OwnerDemotesAdmin", func(tx *gorm.DB) error {
+			_, err := rbac.SetMemberRole(tx, tid, owner, users["admin"], rbac.RoleViewer)
+			return err
+		}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tx(tc.op)
+			if tc.want && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			var ce *rbac.CeilingError
+			if !tc.want && (!errors.Is(err, rbac.ErrAboveCeiling) || !errors.As(err, &ce) || !ce.Permission.Valid()) {
+				t.Fatalf("err = %v, want a CeilingError", err)
+			}
+		})
+	}
+	// Refused changes left nothing behind.
+	if got := roleRows(t, db, tid, "plugin-admin"); got["plugins:manage"] == 0 {
+		t.Fatalf("plugin-admin lost plugins:manage: %v", got)
 	}
 }

@@ -49,7 +49,7 @@ func SeedTenant(tx *gorm.DB, tenantID, owner uuid.UUID) error {
 	if err := tx.Table(ruleTable).CreateInBatches(rows, 200).Error; err != nil {
 		return fmt.Errorf("seed roles: %w", err)
 	}
-	_, err := SetMemberRole(tx, tenantID, owner, RoleOwner)
+	_, err := SetMemberRole(tx, tenantID, System, owner, RoleOwner)
 	return err
 }
 
@@ -60,10 +60,21 @@ func RoleExists(tx *gorm.DB, tenantID uuid.UUID, role string) (bool, error) {
 	return n > 0, err
 }
 
-// SetMemberRole adds the user to the tenant with role, or changes the role.
-// It returns the previous role ("" if the user was not a member). Demoting
-// the last owner returns ErrLastOwner.
-func SetMemberRole(tx *gorm.DB, tenantID, userID uuid.UUID, role string) (string, error) {
+// SetMemberRole adds the user to the tenant with role, or changes the role,
+// on behalf of actor (System for provisioning and the operator). It returns
+// the previous role ("" if the user was not a member). Demoting the last
+// owner returns ErrLastOwner; an unknown role, ErrUnknownRole.
+//
+// The role ceiling is checked here, under the tenant's lock, against the
+// database (never a cache): the actor must hold every permission of the new
+// role AND of the member's current role, so nobody can lift anyone above
+// themselves nor demote (and then remove) someone whose role holds more
+// than theirs. A violation returns a *CeilingError (ErrAboveCeiling).
+func SetMemberRole(tx *gorm.DB, tenantID, actor, userID uuid.UUID, role string) (string, error) {
+	prev, err := lockMember(tx, tenantID, userID)
+	if err != nil {
+		return "", err
+	}
 	ok, err := RoleExists(tx, tenantID, role)
 	if err != nil {
 		return "", err
@@ -71,8 +82,14 @@ func SetMemberRole(tx *gorm.DB, tenantID, userID uuid.UUID, role string) (string
 	if !ok {
 		return "", ErrUnknownRole
 	}
-	prev, err := lockMember(tx, tenantID, userID)
+	c, err := loadCeiling(tx, tenantID, actor)
 	if err != nil {
+		return "", err
+	}
+	if err := c.coverRole(tx, tenantID, prev, "the member's current role"); err != nil {
+		return "", err
+	}
+	if err := c.coverRole(tx, tenantID, role, "the new role"); err != nil {
 		return "", err
 	}
 	if prev == RoleOwner && role != RoleOwner {
@@ -98,15 +115,23 @@ func SetMemberRole(tx *gorm.DB, tenantID, userID uuid.UUID, role string) (string
 	return prev, nil
 }
 
-// RemoveMember removes the user from the tenant. Removing the last owner
-// returns ErrLastOwner; a non-member, ErrNotMember.
-func RemoveMember(tx *gorm.DB, tenantID, userID uuid.UUID) (string, error) {
+// RemoveMember removes the user from the tenant on behalf of actor.
+// Removing the last owner returns ErrLastOwner; a non-member, ErrNotMember;
+// a member whose role holds a permission the actor lacks, a *CeilingError.
+func RemoveMember(tx *gorm.DB, tenantID, actor, userID uuid.UUID) (string, error) {
 	prev, err := lockMember(tx, tenantID, userID)
 	if err != nil {
 		return "", err
 	}
 	if prev == "" {
 		return "", ErrNotMember
+	}
+	c, err := loadCeiling(tx, tenantID, actor)
+	if err != nil {
+		return "", err
+	}
+	if err := c.coverRole(tx, tenantID, prev, "the member's current role"); err != nil {
+		return "", err
 	}
 	if prev == RoleOwner {
 		if err := ensureAnotherOwner(tx, tenantID, userID); err != nil {

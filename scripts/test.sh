@@ -9,8 +9,11 @@ PG_URL=${PROMANAGE_TEST_PG:-postgres://postgres@127.0.0.1:5432}
 export PROMANAGE_TEST_DATABASE_URL=${PROMANAGE_TEST_DATABASE_URL:-$PG_URL/promanage_test?sslmode=disable}
 export PROMANAGE_TEST_REDIS_URL=${PROMANAGE_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 KRATOS_DSN=$PG_URL/promanage_test_kratos?sslmode=disable
-export PROMANAGE_TEST_KRATOS_URL=http://127.0.0.1:4533
-export PROMANAGE_TEST_KRATOS_ADMIN_URL=http://127.0.0.1:4534
+# The test Kratos listens on PROMANAGE_TEST_KRATOS_PORT (public) and the
+# next port (admin); another port gives a checkout its own Kratos.
+KRATOS_PORT=${PROMANAGE_TEST_KRATOS_PORT:-4533}
+export PROMANAGE_TEST_KRATOS_URL=http://127.0.0.1:$KRATOS_PORT
+export PROMANAGE_TEST_KRATOS_ADMIN_URL=http://127.0.0.1:$((KRATOS_PORT + 1))
 
 for db in promanage_test promanage_test_kratos; do
   psql "$PG_URL/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1 \
@@ -20,7 +23,7 @@ done
 if ! curl -sf "$PROMANAGE_TEST_KRATOS_URL/health/ready" >/dev/null; then
   DSN=$KRATOS_DSN bin/kratos migrate sql -e --yes -c deploy/kratos/kratos.yml >/dev/null
   mkdir -p .data
-  DSN=$KRATOS_DSN SERVE_PUBLIC_PORT=4533 SERVE_ADMIN_PORT=4534 \
+  DSN=$KRATOS_DSN SERVE_PUBLIC_PORT=$KRATOS_PORT SERVE_ADMIN_PORT=$((KRATOS_PORT + 1)) \
   SERVE_PUBLIC_BASE_URL=$PROMANAGE_TEST_KRATOS_URL/ SERVE_ADMIN_BASE_URL=$PROMANAGE_TEST_KRATOS_ADMIN_URL/ \
     bin/kratos serve -c deploy/kratos/kratos.yml --dev >.data/kratos-test.log 2>&1 &
   KRATOS_PID=$!
