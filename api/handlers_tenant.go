@@ -63,7 +63,15 @@ func (s *Server) getMe(c *fiber.Ctx) error {
 	})
 }
 
+// createTenant provisions a tenant owned by the caller. Creation is rate
+// limited per identity and per client address, and the number of tenants
+// one user owns is bounded (TenantService.MaxOwnedPerUser). A taken slug
+// is 409 whether its tenant is live or soft-deleted (the answer never says
+// which, nor anything else about it).
 func (s *Server) createTenant(c *fiber.Ctx) error {
+	if err := s.limitTenantCreation(c); err != nil {
+		return err
+	}
 	m, err := decodeObject(c, "slug", "name")
 	if err != nil {
 		return err

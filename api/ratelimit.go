@@ -46,6 +46,12 @@ type RateLimits struct {
 	// 0 disables it.
 	AuthFailures int
 	Window       time.Duration
+	// TenantCreates is how many tenant creations (attempts, whatever their
+	// answer) one identity, and one client address, may make per
+	// TenantCreateWindow (default an hour); 0 disables. It also bounds how
+	// fast anyone can probe which slugs are taken (409).
+	TenantCreates      int
+	TenantCreateWindow time.Duration
 }
 
 // fixedWindow increments the window's counter, starts its expiry on the
@@ -140,11 +146,15 @@ const localLimit = "pm.ratelimit"
 // describe the tightest limit that applies to the request; over a limit the
 // answer is 429 with Retry-After. A limiter error lets the request through.
 func (s *Server) rateLimit(c *fiber.Ctx, key string, limit int) error {
+	return s.rateLimitWindow(c, key, limit, s.d.Access.RateLimits.Window)
+}
+
+// rateLimitWindow is rateLimit with its own window (default a minute).
+func (s *Server) rateLimitWindow(c *fiber.Ctx, key string, limit int, window time.Duration) error {
 	rl := s.d.Access.RateLimits
 	if rl.Limiter == nil || limit <= 0 {
 		return nil
 	}
-	window := rl.Window
 	if window <= 0 {
 		window = time.Minute
 	}
@@ -284,4 +294,19 @@ func addressKey(ip string) string {
 		return ip
 	}
 	return p.String()
+}
+
+// limitTenantCreation counts a tenant creation against the caller's
+// identity and client address (addressKey, as for failed
+// authentications): 429 with Retry-After past RateLimits.TenantCreates.
+func (s *Server) limitTenantCreation(c *fiber.Ctx) error {
+	rl := s.d.Access.RateLimits
+	window := rl.TenantCreateWindow
+	if window <= 0 {
+		window = time.Hour
+	}
+	if err := s.rateLimitWindow(c, "tc:u:"+principal(c).ID.String(), rl.TenantCreates, window); err != nil {
+		return err
+	}
+	return s.rateLimitWindow(c, "tc:a:"+addressKey(s.clientIP(c)), rl.TenantCreates, window)
 }

@@ -36,10 +36,15 @@ type TenantService struct {
 	Events   EventSink
 	// DeleteGrace is how long a deleted tenant is kept before the purge.
 	DeleteGrace time.Duration
+	// MaxOwnedPerUser bounds the tenants (in any state until purged) one
+	// user may own when creating another; 0 = no bound (the operator's CLI).
+	MaxOwnedPerUser int
 }
 
 // Create provisions a tenant whose owner is the actor. It returns EINVALID
-// for a bad slug or name and ECONFLICT if the slug is taken.
+// for a bad or reserved slug or a bad name, ECONFLICT if the slug is taken
+// (by a live or a soft-deleted tenant: the message does not say which) and
+// EFORBIDDEN if the actor already owns MaxOwnedPerUser tenants.
 func (s *TenantService) Create(ctx context.Context, actor Actor, slug, name string) (*tenant.Tenant, error) {
 	var v Validator
 	v.Check(tenant.SlugPattern.MatchString(slug), "slug", "must match ^[a-z][a-z0-9-]{2,39}$")
@@ -48,7 +53,7 @@ func (s *TenantService) Create(ctx context.Context, actor Actor, slug, name stri
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	t, err := s.Registry.Provision(ctx, tenant.ProvisionParams{Slug: slug, Name: name, Seed: func(tx *gorm.DB, t *tenant.Tenant) error {
+	t, err := s.Registry.Provision(ctx, tenant.ProvisionParams{Slug: slug, Name: name, Owner: actor.UserID, MaxOwned: s.MaxOwnedPerUser, Seed: func(tx *gorm.DB, t *tenant.Tenant) error {
 		if err := s.Policies.Seed(tx, t.ID, actor.UserID); err != nil {
 			return err
 		}
@@ -65,6 +70,10 @@ func (s *TenantService) Create(ctx context.Context, actor Actor, slug, name stri
 		return nil, &Error{Code: ECONFLICT, Message: fmt.Sprintf("the slug %q is taken", slug)}
 	case errors.Is(err, tenant.ErrInvalidSlug):
 		return nil, Invalid(FieldError{Field: "slug", Message: "must match ^[a-z][a-z0-9-]{2,39}$"})
+	case errors.Is(err, tenant.ErrReservedSlug):
+		return nil, Invalid(FieldError{Field: "slug", Message: fmt.Sprintf("%q is reserved for the platform; choose another", slug)})
+	case errors.Is(err, tenant.ErrTooManyTenants):
+		return nil, &Error{Code: EFORBIDDEN, Message: fmt.Sprintf("you already own %d tenants, the most one user may own; delete one (it counts until it is purged) or ask an operator", s.MaxOwnedPerUser)}
 	case err != nil:
 		return nil, err
 	}

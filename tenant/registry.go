@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,13 +25,36 @@ const (
 
 // Errors returned by the registry; package core translates them.
 var (
-	ErrNotFound    = errors.New("tenant not found")
-	ErrSlugTaken   = errors.New("tenant slug is taken")
-	ErrInvalidSlug = errors.New("slug must match ^[a-z][a-z0-9-]{2,39}$")
+	ErrNotFound       = errors.New("tenant not found")
+	ErrSlugTaken      = errors.New("tenant slug is taken")
+	ErrInvalidSlug    = errors.New("slug must match ^[a-z][a-z0-9-]{2,39}$")
+	ErrReservedSlug   = errors.New("slug is reserved")
+	ErrTooManyTenants = errors.New("the owner already owns the most tenants allowed")
 )
 
 // SlugPattern is the shape of a tenant slug.
 var SlugPattern = regexp.MustCompile(`^[a-z][a-z0-9-]{2,39}$`)
+
+// reservedSlugs can never name a tenant: names of PostgreSQL's own schemas
+// and of the platform's hosts, paths and services, which a tenant could use
+// to impersonate the platform (in URLs, e-mails, logs) or confuse operators.
+var reservedSlugs = []string{
+	"public", "information_schema", "admin", "administrator", "api", "www", "kratos", "ory",
+	"app", "apps", "auth", "oauth", "login", "logout", "signin", "signup", "register",
+	"account", "accounts", "billing", "dashboard", "docs", "help", "support", "status",
+	"static", "assets", "cdn", "mail", "email", "smtp", "root", "system", "sys", "null",
+	"undefined", "settings", "me", "metrics", "health", "healthz", "readyz", "openapi",
+	"graphql", "hooks", "blobs", "tenants", "internal", "promanage", "security", "abuse",
+	"postmaster", "webmaster", "hostmaster", "operator", "owner", "staff", "team",
+}
+
+// ReservedSlug reports whether slug is reserved for the platform: a name in
+// the reserved list, or one starting with "pg-" or "pg_" (PostgreSQL's
+// prefix for its own schemas, pg_catalog, pg_toast, ...).
+func ReservedSlug(slug string) bool {
+	s := strings.ToLower(slug)
+	return slices.Contains(reservedSlugs, s) || strings.HasPrefix(s, "pg-") || strings.HasPrefix(s, "pg_")
+}
 
 // Tenant is one organisation's registry row.
 type Tenant struct {
@@ -99,14 +124,35 @@ type ProvisionParams struct {
 	Seed func(tx *gorm.DB, t *Tenant) error
 	// Version provisions at a given schema version (default latest; tests).
 	Version int
+	// Owner and MaxOwned, when both are set, refuse the tenant
+	// (ErrTooManyTenants) if Owner already owns MaxOwned tenants in any
+	// state (a soft-deleted tenant keeps its schema until purged). Counted
+	// under a per-user lock in the provisioning transaction, so parallel
+	// requests cannot overshoot.
+	Owner    uuid.UUID
+	MaxOwned int
 }
 
 // Provision creates the registry row, the schema t_<hex id> and its tables,
 // all in one transaction: a failure leaves neither row nor schema.
-// It returns ErrInvalidSlug or ErrSlugTaken for a bad or used slug.
+// It returns ErrInvalidSlug, ErrReservedSlug or ErrSlugTaken for a bad,
+// reserved or used slug (a live or soft-deleted tenant's: the answer does
+// not say which), and ErrTooManyTenants (see ProvisionParams.MaxOwned).
 func (r *Registry) Provision(ctx context.Context, p ProvisionParams) (*Tenant, error) {
 	if !SlugPattern.MatchString(p.Slug) {
 		return nil, ErrInvalidSlug
+	}
+	if ReservedSlug(p.Slug) {
+		return nil, ErrReservedSlug
+	}
+	// A cheap check first: a taken slug must not cost a schema's creation
+	// (the unique index still decides a race).
+	var taken int64
+	if err := r.db.WithContext(ctx).Table("public.tenants").Where("slug = ?", p.Slug).Count(&taken).Error; err != nil {
+		return nil, fmt.Errorf("provision tenant %s: %w", p.Slug, err)
+	}
+	if taken > 0 {
+		return nil, ErrSlugTaken
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -118,6 +164,11 @@ func (r *Registry) Provision(ctx context.Context, p ProvisionParams) (*Tenant, e
 	}
 	t := &Tenant{ID: id, Slug: p.Slug, Name: p.Name, State: StateActive, SchemaName: SchemaName(id), SchemaVersion: version, Settings: "{}"}
 	err = r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if p.Owner != uuid.Nil && p.MaxOwned > 0 {
+			if err := checkOwned(tx, p.Owner, p.MaxOwned); err != nil {
+				return err
+			}
+		}
 		if err := tx.Table("public.tenants").Create(t).Error; err != nil {
 			return err
 		}
@@ -138,9 +189,29 @@ func (r *Registry) Provision(ctx context.Context, p ProvisionParams) (*Tenant, e
 		if isUniqueViolation(err) {
 			return nil, ErrSlugTaken
 		}
+		if errors.Is(err, ErrTooManyTenants) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("provision tenant %s: %w", p.Slug, err)
 	}
 	return t, nil
+}
+
+// checkOwned returns ErrTooManyTenants if the user owns max tenants or more.
+// The advisory lock (per user, released at commit) serialises one user's
+// concurrent creations.
+func checkOwned(tx *gorm.DB, user uuid.UUID, max int) error {
+	if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 2))", "tenant-owner:"+user.String()).Error; err != nil {
+		return err
+	}
+	var n int64
+	if err := tx.Raw("SELECT count(*) FROM public.memberships WHERE user_id = ? AND role = 'owner'", user).Scan(&n).Error; err != nil {
+		return fmt.Errorf("count owned tenants: %w", err)
+	}
+	if n >= int64(max) {
+		return ErrTooManyTenants
+	}
+	return nil
 }
 
 // BySlug returns a tenant in any state, from a short-lived cache.

@@ -43,6 +43,9 @@ type Config struct {
 	RateLimitAuth   int
 	TrustedProxies  string
 	PurgeInterval   time.Duration
+	// Access hardening (issue 12): tenant creation limits.
+	TenantsPerUser        int
+	RateLimitTenantCreate int
 	// Plugins (issue 6): operator limits of the Wasm sandbox and webhooks.
 	PluginAllowPrivate       string
 	PluginMaxModuleBytes     int
@@ -90,6 +93,8 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_RATE_LIMIT_AUTH_FAILURES", flag: "rate-limit-auth-failures", def: "100", help: "failed authentications per window per client address before its new credentials get 429 without a Kratos call; 0 disables", num: &c.RateLimitAuth},
 		{env: "PROMANAGE_TRUSTED_PROXIES", flag: "trusted-proxies", def: "", help: "comma-separated IPs/CIDRs of load balancers whose X-Forwarded-For gives the client address", str: &c.TrustedProxies},
 		{env: "PROMANAGE_RATE_LIMIT_WINDOW", flag: "rate-limit-window", def: "1m", help: "rate-limit window", dur: &c.RateLimitWindow},
+		{env: "PROMANAGE_TENANTS_PER_USER", flag: "tenants-per-user", def: "10", help: "tenants one user may own (soft-deleted ones count until purged) when creating another through the API; 0 = no limit", num: &c.TenantsPerUser},
+		{env: "PROMANAGE_RATE_LIMIT_TENANT_CREATE", flag: "rate-limit-tenant-create", def: "20", help: "tenant creations per hour per identity and per client address; 0 disables", num: &c.RateLimitTenantCreate},
 		{env: "PROMANAGE_PURGE_INTERVAL", flag: "purge-interval", def: "10m", help: "how often the worker purges tenants whose deletion grace period ended", dur: &c.PurgeInterval},
 		{env: "PROMANAGE_PLUGIN_ALLOW_PRIVATE_ADDRESSES", flag: "plugin-allow-private-addresses", def: "false", help: "let plugin webhooks reach loopback and private addresses (development and tests only: SSRF)", str: &c.PluginAllowPrivate},
 		{env: "PROMANAGE_PLUGIN_MAX_MODULE_BYTES", flag: "plugin-max-module-bytes", def: "8388608", help: "largest plugin .wasm module accepted at upload", num: &c.PluginMaxModuleBytes},

@@ -24,7 +24,11 @@ func server(t *testing.T, extra ...string) string {
 	m.ready = ready
 	args := append([]string{"serve", "-database-url", testenv.DatabaseURL(), "-redis-url", testenv.RedisURL(),
 		"-kratos-public-url", testenv.KratosURL(), "-http-addr", "127.0.0.1:0", "-data-dir", t.TempDir(),
-		"-log-level", "error"}, extra...)
+		"-log-level", "error",
+		// Every test creates tenants from 127.0.0.1 and the limiter's
+		// counters live in the shared Redis: the per-address creation limit
+		// is off unless a test turns it on (a later flag wins).
+		"-rate-limit-tenant-create", "0"}, extra...)
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx, args) }()
 	select {

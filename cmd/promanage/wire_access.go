@@ -17,7 +17,8 @@ func (a *app) accessDeps() api.AccessDeps {
 	d := api.AccessDeps{
 		Policies:   &api.PolicyStore{Enforcers: a.enforcers, Notify: a.invalidator.Publish},
 		HookAPIKey: a.cfg.HookAPIKey,
-		RateLimits: api.RateLimits{User: a.cfg.RateLimitUser, Tenant: a.cfg.RateLimitTenant, AuthFailures: a.cfg.RateLimitAuth, Window: a.cfg.RateLimitWindow},
+		RateLimits: api.RateLimits{User: a.cfg.RateLimitUser, Tenant: a.cfg.RateLimitTenant, AuthFailures: a.cfg.RateLimitAuth, Window: a.cfg.RateLimitWindow,
+			TenantCreates: a.cfg.RateLimitTenantCreate},
 	}
 	if a.redis != nil {
 		d.RateLimits.Limiter = api.NewRedisLimiter(a.redis)
