@@ -181,10 +181,17 @@ func (s *Server) originAllowed(c *fiber.Ctx) bool {
 
 // authorizeTenant resolves {tenant}, requires membership (404 otherwise, the
 // same answer as a tenant that does not exist) and the route's permission
-// (403). Denied attempts at changes are audited.
+// (403). Denied attempts at changes are audited. Unsafe methods read the
+// tenant's row fresh (one indexed read), so a suspension or deletion made
+// elsewhere stops writes at once, with or without Redis; reads may use the
+// registry's cache for its few seconds.
 func (s *Server) authorizeTenant(c *fiber.Ctx, p *identity.Principal, perm rbac.Permission) error {
 	ctx := c.UserContext()
-	t, err := s.d.Registry.BySlug(ctx, c.Params("tenant"))
+	bySlug := s.d.Registry.BySlug
+	if !isSafeMethod(c.Method()) {
+		bySlug = s.d.Registry.BySlugFresh
+	}
+	t, err := bySlug(ctx, c.Params("tenant"))
 	if errors.Is(err, tenant.ErrNotFound) {
 		return errf(core.ENOTFOUND, "tenant not found")
 	} else if err != nil {

@@ -224,6 +224,15 @@ func (r *Registry) BySlug(ctx context.Context, slug string) (*Tenant, error) {
 		t := c.t
 		return &t, nil
 	}
+	return r.BySlugFresh(ctx, slug)
+}
+
+// BySlugFresh reads a tenant in any state from the database, bypassing
+// (and refreshing) the cache: a state change made by another process (the
+// operator's suspend, another replica's delete) is seen at once, whether
+// or not its invalidation message arrived. One indexed read.
+func (r *Registry) BySlugFresh(ctx context.Context, slug string) (*Tenant, error) {
+	now := time.Now()
 	var t Tenant
 	err := r.db.WithContext(ctx).Table("public.tenants").Where("slug = ?", slug).Take(&t).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
