@@ -140,7 +140,7 @@ func New(d Deps, opts *Options) *Server {
 		EnableTrustedProxyCheck: len(o.TrustedProxies) > 0,
 		TrustedProxies:          o.TrustedProxies,
 	})
-	s.app.Use(s.bodyHygiene, s.requestContext, s.accessLog)
+	s.app.Use(s.bodyHygiene, s.securityHeaders, s.requestContext, s.accessLog)
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
 	s.app.Get("/metrics", s.metrics.Handler())
