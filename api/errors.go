@@ -25,7 +25,7 @@ type problem struct {
 // statusOf is the one place that maps error codes to HTTP status codes.
 func statusOf(code string) int {
 	switch code {
-	case core.EINVALID, core.EPLUGINREJECTED:
+	case core.EINVALID, core.EPLUGINREJECTED, CodeIdempotencyKeyReused:
 		return http.StatusUnprocessableEntity
 	case core.ENOTFOUND:
 		return http.StatusNotFound

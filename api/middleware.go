@@ -112,13 +112,23 @@ func (s *Server) wrap(r Route) fiber.Handler {
 			return err
 		}
 		if r.Perm == nil {
-			return r.Handler(c)
+			return s.handle(c, r)
 		}
 		if err := s.authorizeTenant(c, p, *r.Perm); err != nil {
 			return err
 		}
-		return r.Handler(c)
+		return s.handle(c, r)
 	}
+}
+
+// handle runs an authorized route's handler; a POST goes through the
+// Idempotency-Key layer (after authorization, so a stored answer is only
+// replayed to someone still allowed to make the request).
+func (s *Server) handle(c *fiber.Ctx, r Route) error {
+	if r.Method == fiber.MethodPost {
+		return s.idempotent(c, r.Handler)
+	}
+	return r.Handler(c)
 }
 
 // authenticate reads, in order, Authorization: Bearer, X-Session-Token and the

@@ -19,6 +19,9 @@ type AccessDeps struct {
 	HookAPIKey string
 	// RateLimits are the per-identity and per-tenant request limits.
 	RateLimits RateLimits
+	// Idempotency handles Idempotency-Key on POST routes; a nil Store
+	// ignores the header.
+	Idempotency Idempotency
 }
 
 // hooksPath is the prefix of machine-to-machine web hook routes: they are

@@ -20,10 +20,13 @@ func (a *app) accessDeps() api.AccessDeps {
 		RateLimits: api.RateLimits{User: a.cfg.RateLimitUser, Tenant: a.cfg.RateLimitTenant, AuthFailures: a.cfg.RateLimitAuth, Window: a.cfg.RateLimitWindow,
 			TenantCreates: a.cfg.RateLimitTenantCreate},
 	}
+	d.Idempotency.KeysPerDay = a.cfg.IdempotencyKeysPerDay
 	if a.redis != nil {
 		d.RateLimits.Limiter = api.NewRedisLimiter(a.redis)
+		d.Idempotency.Store = api.NewRedisIdempotencyStore(a.redis)
 	} else {
 		d.RateLimits.Limiter = api.NewMemoryLimiter()
+		d.Idempotency.Store = api.NewMemoryIdempotencyStore()
 	}
 	if a.cfg.JWKSURL != "" {
 		issuer := a.cfg.JWTIssuer
