@@ -40,8 +40,9 @@ const (
 	IdempotencyTTL = 24 * time.Hour
 	// MaxIdempotencyKeyLen bounds the Idempotency-Key header.
 	MaxIdempotencyKeyLen = 255
-	// maxStoredAnswer bounds the body kept per key. A larger answer is
-	// not kept: a retry with the key answers 409 (never runs twice).
+	// maxStoredAnswer bounds the body kept per key. A larger answer, or
+	// one marked Cache-Control: no-store, is not kept: a retry with the
+	// key answers 409 (it never runs twice).
 	maxStoredAnswer = 16 << 10
 	// idempotencyLease is how long a running request holds its key
 	// without renewing it; it renews every third of it, so a crashed
@@ -88,8 +89,9 @@ type IdempotencyRecord struct {
 	Status   int               `json:"s,omitempty"`
 	Header   map[string]string `json:"h,omitempty"`
 	Body     []byte            `json:"b,omitempty"`
-	// TooLarge: the answer succeeded but its body was not kept.
-	TooLarge bool `json:"l,omitempty"`
+	// BodyNotKept: the answer succeeded but its body was not kept (too
+	// large, or marked no-store because it carries a secret shown once).
+	BodyNotKept bool `json:"l,omitempty"`
 }
 
 // IdempotencyStore keeps Idempotency-Key records. Every method may fail
@@ -199,8 +201,11 @@ func (s *Server) idempotent(c *fiber.Ctx, next fiber.Handler) error {
 			rec.Header[h] = v
 		}
 	}
-	if body := c.Response().Body(); c.Response().IsBodyStream() || len(body) > maxStoredAnswer {
-		rec.TooLarge = true
+	// An answer marked no-store (a plugin's signing secret, shown once)
+	// is never written to the store.
+	noStore := strings.Contains(strings.ToLower(c.GetRespHeader(fiber.HeaderCacheControl)), "no-store")
+	if body := c.Response().Body(); noStore || c.Response().IsBodyStream() || len(body) > maxStoredAnswer {
+		rec.BodyNotKept = true
 	} else {
 		rec.Body = bytes.Clone(body)
 	}
@@ -288,12 +293,12 @@ func (s *Server) releaseKey(key, token string) {
 // replay answers with a stored answer.
 func replay(c *fiber.Ctx, rec *IdempotencyRecord) error {
 	c.Set(headerReplayed, "true")
-	if rec.TooLarge {
+	if rec.BodyNotKept {
 		if loc := rec.Header[fiber.HeaderLocation]; loc != "" {
 			c.Location(loc)
 		}
 		return errf(core.ECONFLICT, "the first request with this Idempotency-Key succeeded (status "+strconv.Itoa(rec.Status)+
-			") but its answer was too large to keep; read the resource instead")
+			") but its answer was not kept (too large, or it carried a secret shown only once); read the resource instead")
 	}
 	for h, v := range rec.Header {
 		c.Set(h, v)

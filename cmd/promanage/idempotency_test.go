@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"mime/multipart"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/promanage/promanage/internal/testenv"
 )
@@ -196,4 +200,60 @@ func TestIdempotencyKeyLimits(t *testing.T) {
 	if n := countItems(t, o2, pp2+"/expenses"); n != 1 {
 		t.Fatalf("%d expenses, want 1", n)
 	}
+}
+
+// An answer that carries a secret shown once (a plugin's signing secret,
+// marked no-store) is never copied into the idempotency store: a retry with
+// the key does not run again and does not show the secret; it answers 409
+// pointing at the plugin.
+func TestIdempotencyKeyNeverStoresSecrets(t *testing.T) {
+	base := pluginServer(t)
+	alice := client{t: t, base: base, token: testenv.SignUp(t, "idem-plugin").Token}
+	slug := pluginTenant(t, alice, "idemplug")
+	notifier := pluginFile(t, "examples/plugins/webhook-notifier/webhook-notifier.wasm")
+	key := uuid.NewString()
+	send := func() response {
+		t.Helper()
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		fw, _ := mw.CreateFormFile("module", "plugin.wasm")
+		fw.Write(notifier)
+		m, _ := json.Marshal(notifierManifest("idem", "https://example.com/hook"))
+		mw.WriteField("manifest", string(m))
+		mw.Close()
+		return alice.raw("POST", "/v1/tenants/"+slug+"/plugins", &buf, mw.FormDataContentType(), "Idempotency-Key", key)
+	}
+	first := send()
+	if first.Status != 201 || first.json(t)["signing_secret"] == nil {
+		t.Fatalf("upload: %d %s", first.Status, first.Body)
+	}
+	secret := first.json(t)["signing_secret"].(string)
+	again := send()
+	if again.Status != 409 || again.Header.Get("Location") != first.Header.Get("Location") || bytes.Contains(again.Body, []byte(secret)) {
+		t.Fatalf("retry: %d %v %s", again.Status, again.Header, again.Body)
+	}
+	if n := countItems(t, alice, "/v1/tenants/"+slug+"/plugins"); n != 1 {
+		t.Fatalf("%d plugins, want 1", n)
+	}
+	keys, err := redisClient(t).Keys(context.Background(), "pm:idem:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		v, _ := redisClient(t).Get(context.Background(), k).Result()
+		if strings.Contains(v, secret) {
+			t.Fatalf("the signing secret is in the idempotency store (%s)", k)
+		}
+	}
+}
+
+func redisClient(t *testing.T) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(testenv.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
 }
