@@ -157,7 +157,7 @@ func (s *Server) authenticate(c *fiber.Ctx, fresh bool) (*identity.Principal, er
 	var p *identity.Principal
 	var err error
 	if cred.Token != "" && identity.LooksLikeJWT(cred.Token) {
-		p, err = s.d.Auth.AuthenticateJWT(c.UserContext(), s.d.Access.JWT, cred.Token)
+		p, err = s.d.Auth.AuthenticateJWT(c.UserContext(), s.d.Access.JWT, cred.Token, fresh)
 	} else {
 		p, err = s.d.Auth.Authenticate(c.UserContext(), cred, fresh)
 	}

@@ -1,8 +1,9 @@
 // Package identity turns a request's credentials into a Principal using Ory
 // Kratos, which owns registration, login and credentials: ProManage never sees
 // a password. Verified sessions are cached under the sha256 of the token, in
-// Redis (or an in-process map) for a short TTL that never outlives the
-// session, and in process for a few seconds.
+// Redis (or an in-process map) for a few seconds that never outlive the
+// session, and in process for one second: a session revoked in Kratos stops
+// working within SharedTTL + LocalTTL (5 s by default) on every replica.
 //
 // It must never log or store a raw token, never accept a session it could not
 // verify (Kratos down means 503, not a pass), and never imitate Kratos.
@@ -22,6 +23,7 @@ import (
 
 	"github.com/google/uuid"
 	ory "github.com/ory/kratos-client-go"
+	"golang.org/x/sync/singleflight"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -76,9 +78,12 @@ type Options struct {
 	KratosPublicURL string
 	// Cache is the shared session cache; nil uses an in-process map.
 	Cache SessionCache
-	// SharedTTL caps the shared cache entry (default and maximum 60s).
+	// SharedTTL is how long a verified session is trusted from the shared
+	// cache before Kratos is asked again (default DefaultSharedTTL,
+	// maximum 60s). With LocalTTL it bounds how long a session revoked in
+	// Kratos keeps working.
 	SharedTTL time.Duration
-	// LocalTTL caps the in-process cache entry (default 3s; 0 keeps it).
+	// LocalTTL caps the in-process cache entry (default DefaultLocalTTL).
 	LocalTTL time.Duration
 	// HTTPClient talks to Kratos (default: 5s timeout).
 	HTTPClient *http.Client
@@ -87,11 +92,23 @@ type Options struct {
 	// JWT, if set, verifies bearer tokens that look like JWTs (minted by
 	// Kratos' session tokenizer) locally; without it such tokens are refused.
 	JWT *JWTVerifier
+	// KratosAdminURL, if set, is asked whether a JWT's session (its sid) is
+	// still active, at most once per SharedTTL per session across replicas,
+	// so a revoked session's JWTs stop working as fast as its token does.
+	// Empty: a JWT is valid until it expires.
+	KratosAdminURL string
 }
+
+// Default cache lifetimes: a revoked session is refused within their sum.
+const (
+	DefaultSharedTTL = 4 * time.Second
+	DefaultLocalTTL  = time.Second
+)
 
 // Authenticator verifies credentials against Kratos.
 type Authenticator struct {
 	kratos    *ory.APIClient
+	admin     *ory.APIClient // nil: JWT sessions are not re-checked
 	cache     SessionCache
 	sharedTTL time.Duration
 	localTTL  time.Duration
@@ -99,9 +116,10 @@ type Authenticator struct {
 	jwt       *JWTVerifier
 	now       func() time.Time
 
-	mu    sync.Mutex
-	local map[string]localEntry
-	seen  sync.Map // uuid -> email+"\x00"+name already upserted
+	mu     sync.Mutex
+	local  map[string]localEntry
+	seen   sync.Map // uuid -> email+"\x00"+name already upserted
+	flight singleflight.Group
 }
 
 type localEntry struct {
@@ -120,8 +138,8 @@ func NewAuthenticator(opts Options) *Authenticator {
 	a := &Authenticator{
 		kratos:    ory.NewAPIClient(cfg),
 		cache:     opts.Cache,
-		sharedTTL: 60 * time.Second,
-		localTTL:  3 * time.Second,
+		sharedTTL: DefaultSharedTTL,
+		localTTL:  DefaultLocalTTL,
 		db:        opts.DB,
 		jwt:       opts.JWT,
 		now:       time.Now,
@@ -130,12 +148,19 @@ func NewAuthenticator(opts Options) *Authenticator {
 	if a.cache == nil {
 		a.cache = NewMemoryCache()
 	}
-	if opts.SharedTTL > 0 && opts.SharedTTL < a.sharedTTL {
-		a.sharedTTL = opts.SharedTTL
+	if opts.KratosAdminURL != "" {
+		acfg := ory.NewConfiguration()
+		acfg.Servers = ory.ServerConfigurations{{URL: opts.KratosAdminURL}}
+		acfg.HTTPClient = cfg.HTTPClient
+		a.admin = ory.NewAPIClient(acfg)
+	}
+	if opts.SharedTTL > 0 {
+		a.sharedTTL = min(opts.SharedTTL, 60*time.Second)
 	}
 	if opts.LocalTTL > 0 {
 		a.localTTL = opts.LocalTTL
 	}
+	a.localTTL = min(a.localTTL, a.sharedTTL)
 	return a
 }
 
@@ -148,7 +173,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, fresh
 		return nil, ErrUnauthenticated
 	}
 	if cred.Token != "" && LooksLikeJWT(cred.Token) {
-		return a.AuthenticateJWT(ctx, nil, cred.Token)
+		return a.AuthenticateJWT(ctx, nil, cred.Token, fresh)
 	}
 	key := cred.cacheKey()
 	now := a.now()
@@ -176,6 +201,35 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, fresh
 			return nil, err
 		}
 	}
+	if fresh {
+		return a.verifyAndCache(ctx, cred, key)
+	}
+	// Concurrent requests with one credential that missed the caches make
+	// one Kratos call between them. The call runs on its own deadline,
+	// detached from the first caller's cancellation, so its failure is
+	// Kratos', not one request's.
+	ch := a.flight.DoChan(key, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), verifyTimeout)
+		defer cancel()
+		return a.verifyAndCache(fctx, cred, key)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		p := *res.Val.(*Principal)
+		return &p, nil
+	}
+}
+
+// verifyTimeout bounds one toSession call.
+const verifyTimeout = 5 * time.Second
+
+// verifyAndCache asks Kratos and caches a valid session in both caches.
+func (a *Authenticator) verifyAndCache(ctx context.Context, cred Credential, key string) (*Principal, error) {
 	p, err := a.verify(ctx, cred)
 	if err != nil {
 		return nil, err
@@ -183,6 +237,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, fresh
 	if err := a.upsertUser(ctx, p); err != nil {
 		return nil, err
 	}
+	now := a.now()
 	ttl := min(a.sharedTTL, p.ExpiresAt.Sub(now))
 	if ttl > 0 {
 		if b, err := json.Marshal(p); err == nil {
@@ -196,10 +251,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, fresh
 }
 
 // AuthenticateJWT verifies a tokenizer JWT locally with v (nil: the one in
-// Options; none at all: ErrUnauthenticated) and upserts its user. There is no
-// fresh variant: a JWT cannot be revoked before it expires, so the tokenizer
-// template's short ttl bounds how long a revoked session's JWT still works.
-func (a *Authenticator) AuthenticateJWT(ctx context.Context, v *JWTVerifier, tok string) (*Principal, error) {
+// Options; none at all: ErrUnauthenticated), checks that its session is
+// still active in Kratos (when Options.KratosAdminURL is set; cached like a
+// session token, so a revoked session's JWTs stop within the same bound;
+// fresh skips the caches) and upserts its user.
+func (a *Authenticator) AuthenticateJWT(ctx context.Context, v *JWTVerifier, tok string, fresh bool) (*Principal, error) {
 	if v == nil {
 		v = a.jwt
 	}
@@ -210,10 +266,79 @@ func (a *Authenticator) AuthenticateJWT(ctx context.Context, v *JWTVerifier, tok
 	if err != nil {
 		return nil, err
 	}
+	if err := a.checkSessionActive(ctx, p, fresh); err != nil {
+		return nil, err
+	}
 	if err := a.upsertUser(ctx, p); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// checkSessionActive asks Kratos' admin API whether a JWT's session is
+// still active, with the same caches (and so the same revocation bound) as
+// session tokens. It returns ErrUnauthenticated for a revoked or unknown
+// session and ErrUnavailable when Kratos cannot be asked.
+func (a *Authenticator) checkSessionActive(ctx context.Context, p *Principal, fresh bool) error {
+	if a.admin == nil {
+		return nil
+	}
+	if p.SessionID == "" {
+		return ErrUnauthenticated // Kratos' tokenizer always sets sid
+	}
+	sum := sha256.Sum256([]byte(p.SessionID))
+	key := "pm:sid:" + hex.EncodeToString(sum[:])
+	if !fresh {
+		now := a.now()
+		a.mu.Lock()
+		e, ok := a.local[key]
+		a.mu.Unlock()
+		if ok && now.Before(e.expires) {
+			return nil
+		}
+		if _, ok, err := a.cache.Get(ctx, key); err == nil && ok {
+			a.remember(key, *p, now)
+			return nil
+		} else if err != nil {
+			slog.WarnContext(ctx, "session cache unavailable", "err", err)
+		}
+	}
+	flightKey := key // a sensitive action (fresh) asks Kratos itself
+	if fresh {
+		flightKey += ":fresh"
+	}
+	ch := a.flight.DoChan(flightKey, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), verifyTimeout)
+		defer cancel()
+		sess, resp, err := a.admin.IdentityAPI.GetSession(fctx, p.SessionID).Expand([]string{"identity"}).Execute()
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			if resp != nil && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusBadRequest) {
+				return nil, ErrUnauthenticated
+			}
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		if sess == nil || sess.Identity == nil || sess.Identity.Id != p.ID.String() || (sess.Active != nil && !*sess.Active) ||
+			sess.ExpiresAt != nil && !a.now().Before(*sess.ExpiresAt) {
+			return nil, ErrUnauthenticated
+		}
+		now := a.now()
+		if ttl := min(a.sharedTTL, p.ExpiresAt.Sub(now)); ttl > 0 {
+			if err := a.cache.Set(fctx, key, []byte("1"), ttl); err != nil {
+				slog.WarnContext(fctx, "session cache unavailable", "err", err)
+			}
+			a.remember(key, *p, now)
+		}
+		return nil, nil
+	})
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	case res := <-ch:
+		return res.Err
+	}
 }
 
 func (a *Authenticator) remember(key string, p Principal, now time.Time) {
@@ -230,7 +355,7 @@ func (a *Authenticator) remember(key string, p Principal, now time.Time) {
 }
 
 func (a *Authenticator) verify(ctx context.Context, cred Credential) (*Principal, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
 	req := a.kratos.FrontendAPI.ToSession(ctx)
 	if cred.Token != "" {

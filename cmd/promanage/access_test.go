@@ -243,13 +243,14 @@ func TestJWTFromKratosTokenizer(t *testing.T) {
 	// Tokens signed here with the dev-only private key: valid ones pass, so
 	// the refusals below are about the claim or header under test.
 	devKey := readJWK(t, "../../deploy/kratos/jwks.dev-only.es256.private.json")
+	sid := sessionID(t, u.Token) // the API checks that a JWT's session is still active
 	now := time.Now()
 	good := jwt.Claims{Issuer: testenv.KratosURL() + "/", Subject: u.ID.String(), Audience: jwt.Audience{"promanage"},
 		Expiry: jwt.NewNumericDate(now.Add(time.Minute)), NotBefore: jwt.NewNumericDate(now), IssuedAt: jwt.NewNumericDate(now)}
 	with := func(f func(c *jwt.Claims)) jwt.Claims { c := good; f(&c); return c }
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 
-	okTok := sign(t, devKey, good)
+	okTok := sign(t, devKey, good, sid)
 	(client{t: t, base: base, token: okTok}).want(200, "GET", "/v1/me", nil)
 
 	parts := strings.Split(es, ".")
@@ -266,14 +267,19 @@ func TestJWTFromKratosTokenizer(t *testing.T) {
 		"AlgNone":         hdrNone + "." + parts[1] + ".",
 		"AlgNoneWithSig":  hdrNone + "." + parts[1] + "." + parts[2],
 		"HS256PublicKey":  signHS(t, pub, good),
-		"OtherKeySameKid": sign(t, jose.JSONWebKey{Key: otherKey, KeyID: "promanage-dev-only-es256", Algorithm: "ES256"}, good),
-		"UnknownKid":      sign(t, jose.JSONWebKey{Key: otherKey, KeyID: "attacker", Algorithm: "ES256"}, good),
-		"Expired":         sign(t, devKey, with(func(c *jwt.Claims) { c.Expiry = jwt.NewNumericDate(now.Add(-time.Minute)) })),
-		"NotYetValid":     sign(t, devKey, with(func(c *jwt.Claims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Hour)) })),
-		"NoExpiry":        sign(t, devKey, with(func(c *jwt.Claims) { c.Expiry = nil })),
-		"WrongIssuer":     sign(t, devKey, with(func(c *jwt.Claims) { c.Issuer = "https://evil.example/" })),
-		"WrongAudience":   sign(t, devKey, with(func(c *jwt.Claims) { c.Audience = jwt.Audience{"someone-else"} })),
-		"SubjectNotUUID":  sign(t, devKey, with(func(c *jwt.Claims) { c.Subject = "admin" })),
+		"OtherKeySameKid": sign(t, jose.JSONWebKey{Key: otherKey, KeyID: "promanage-dev-only-es256", Algorithm: "ES256"}, good, sid),
+		"UnknownKid":      sign(t, jose.JSONWebKey{Key: otherKey, KeyID: "attacker", Algorithm: "ES256"}, good, sid),
+		"Expired":         sign(t, devKey, with(func(c *jwt.Claims) { c.Expiry = jwt.NewNumericDate(now.Add(-time.Minute)) }), sid),
+		"NotYetValid":     sign(t, devKey, with(func(c *jwt.Claims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Hour)) }), sid),
+		"NoExpiry":        sign(t, devKey, with(func(c *jwt.Claims) { c.Expiry = nil }), sid),
+		"WrongIssuer":     sign(t, devKey, with(func(c *jwt.Claims) { c.Issuer = "https://evil.example/" }), sid),
+		"WrongAudience":   sign(t, devKey, with(func(c *jwt.Claims) { c.Audience = jwt.Audience{"someone-else"} }), sid),
+		"SubjectNotUUID":  sign(t, devKey, with(func(c *jwt.Claims) { c.Subject = "admin" }), sid),
+		// The signature is fine but the session is not this user's, not
+		// known to Kratos, or not named at all.
+		"ForeignSession": sign(t, devKey, good, sessionID(t, testenv.SignUp(t, "jwt-other").Token)),
+		"UnknownSession": sign(t, devKey, good, uuid.NewString()),
+		"NoSession":      sign(t, devKey, good, ""),
 	}
 	for name, tok := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -303,17 +309,33 @@ func readJWK(t *testing.T, path string) jose.JSONWebKey {
 	return set.Keys[0]
 }
 
-func sign(t *testing.T, k jose.JSONWebKey, c jwt.Claims) string {
+// sign makes a JWT as Kratos' tokenizer would, for the session sid.
+func sign(t *testing.T, k jose.JSONWebKey, c jwt.Claims, sid string) string {
 	t.Helper()
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(k.Algorithm), Key: k}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := jwt.Signed(s).Claims(c).Serialize()
+	tok, err := jwt.Signed(s).Claims(c).Claims(map[string]any{"sid": sid}).Serialize()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// sessionID is the Kratos session id of a session token.
+func sessionID(t *testing.T, token string) string {
+	t.Helper()
+	cfg := ory.NewConfiguration()
+	cfg.Servers = ory.ServerConfigurations{{URL: testenv.KratosURL()}}
+	sess, resp, err := ory.NewAPIClient(cfg).FrontendAPI.ToSession(context.Background()).XSessionToken(token).Execute()
+	if resp != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		t.Fatalf("kratos toSession: %v", err)
+	}
+	return sess.Id
 }
 
 // signHS makes the classic confusion attack: HMAC "signed" with the public

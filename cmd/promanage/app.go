@@ -132,7 +132,8 @@ func (a *app) server() *api.Server {
 	if a.redis != nil {
 		cache = identity.NewRedisCache(a.redis)
 	}
-	auth := identity.NewAuthenticator(identity.Options{KratosPublicURL: a.cfg.KratosPublicURL, Cache: cache, DB: a.db})
+	auth := identity.NewAuthenticator(identity.Options{KratosPublicURL: a.cfg.KratosPublicURL, KratosAdminURL: a.cfg.KratosAdminURL,
+		Cache: cache, DB: a.db, SharedTTL: a.cfg.SessionCacheTTL})
 	policies := &api.PolicyStore{Enforcers: a.enforcers, Notify: a.invalidator.Publish}
 	grace := time.Duration(a.cfg.TenantDeleteDays) * 24 * time.Hour
 	return api.New(api.Deps{

@@ -47,6 +47,7 @@ type Config struct {
 	TenantsPerUser        int
 	RateLimitTenantCreate int
 	IdempotencyKeysPerDay int
+	SessionCacheTTL       time.Duration
 	// Plugins (issue 6): operator limits of the Wasm sandbox and webhooks.
 	PluginAllowPrivate       string
 	PluginMaxModuleBytes     int
@@ -97,6 +98,7 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_TENANTS_PER_USER", flag: "tenants-per-user", def: "10", help: "tenants one user may own (soft-deleted ones count until purged) when creating another through the API; 0 = no limit", num: &c.TenantsPerUser},
 		{env: "PROMANAGE_RATE_LIMIT_TENANT_CREATE", flag: "rate-limit-tenant-create", def: "20", help: "tenant creations per hour per identity and per client address; 0 disables", num: &c.RateLimitTenantCreate},
 		{env: "PROMANAGE_IDEMPOTENCY_KEYS_PER_DAY", flag: "idempotency-keys-per-day", def: "10000", help: "new Idempotency-Keys one identity may use per 24 h (each keeps an answer for 24 h); 0 = no limit", num: &c.IdempotencyKeysPerDay},
+		{env: "PROMANAGE_SESSION_CACHE_TTL", flag: "session-cache-ttl", def: "4s", help: "how long a verified session (or a JWT's session) is trusted from the shared cache before Kratos is asked again (max 60s); a session revoked in Kratos stops working within this plus 1s", dur: &c.SessionCacheTTL},
 		{env: "PROMANAGE_PURGE_INTERVAL", flag: "purge-interval", def: "10m", help: "how often the worker purges tenants whose deletion grace period ended", dur: &c.PurgeInterval},
 		{env: "PROMANAGE_PLUGIN_ALLOW_PRIVATE_ADDRESSES", flag: "plugin-allow-private-addresses", def: "false", help: "let plugin webhooks reach loopback and private addresses (development and tests only: SSRF)", str: &c.PluginAllowPrivate},
 		{env: "PROMANAGE_PLUGIN_MAX_MODULE_BYTES", flag: "plugin-max-module-bytes", def: "8388608", help: "largest plugin .wasm module accepted at upload", num: &c.PluginMaxModuleBytes},

@@ -23,7 +23,7 @@ func server(t *testing.T, extra ...string) string {
 	m := NewMain(io.Discard, io.Discard)
 	m.ready = ready
 	args := append([]string{"serve", "-database-url", testenv.DatabaseURL(), "-redis-url", testenv.RedisURL(),
-		"-kratos-public-url", testenv.KratosURL(), "-http-addr", "127.0.0.1:0", "-data-dir", t.TempDir(),
+		"-kratos-public-url", testenv.KratosURL(), "-kratos-admin-url", testenv.KratosAdminURL(), "-http-addr", "127.0.0.1:0", "-data-dir", t.TempDir(),
 		"-log-level", "error",
 		// Every test creates tenants from 127.0.0.1 and the limiter's
 		// counters live in the shared Redis: the per-address creation limit

@@ -46,6 +46,15 @@ func KratosURL() string {
 	return "http://127.0.0.1:4533"
 }
 
+// KratosAdminURL is the admin API of the test Kratos
+// (PROMANAGE_TEST_KRATOS_ADMIN_URL).
+func KratosAdminURL() string {
+	if u := os.Getenv("PROMANAGE_TEST_KRATOS_ADMIN_URL"); u != "" {
+		return u
+	}
+	return "http://127.0.0.1:4534"
+}
+
 var (
 	dbOnce sync.Once
 	db     *gorm.DB
