@@ -285,6 +285,24 @@ func readJWKS(ctx context.Context, c *http.Client, u string) ([]byte, error) {
 	return nil, fmt.Errorf("JWKS URL must be file://, http:// or https://")
 }
 
+// LoadJWKS reads a JWKS from a file:// or http(s):// URL and returns its
+// usable signing keys (public halves), as the verifier would load them.
+func LoadJWKS(ctx context.Context, url string) ([]jose.JSONWebKey, error) {
+	b, err := readJWKS(ctx, &http.Client{Timeout: 5 * time.Second}, url)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := parseJWKS(b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]jose.JSONWebKey, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k)
+	}
+	return out, nil
+}
+
 // parseJWKS keeps the signing keys usable with ES256 or EdDSA, as public
 // keys (a set that carries private parts is accepted, but only its public
 // halves are kept in memory).

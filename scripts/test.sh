@@ -20,12 +20,22 @@ for db in promanage_test promanage_test_kratos; do
     || psql "$PG_URL/postgres" -qc "CREATE DATABASE $db"
 done
 
+# The test Kratos' secrets (cookie and cipher secrets, the tokenizer's
+# signing keys) are generated at run time, never committed: once per Kratos
+# port in a directory every checkout on this machine finds, so a run that
+# reuses a Kratos another run started knows its keys. Tests read them from
+# PROMANAGE_TEST_SECRETS_DIR.
+KRATOS_STATE=${PROMANAGE_TEST_KRATOS_STATE:-${TMPDIR:-/tmp}/promanage-test-kratos-$KRATOS_PORT}
+export PROMANAGE_TEST_SECRETS_DIR=$KRATOS_STATE/secrets
 if ! curl -sf "$PROMANAGE_TEST_KRATOS_URL/health/ready" >/dev/null; then
+  if [ ! -f "$PROMANAGE_TEST_SECRETS_DIR/kratos.json" ]; then
+    go run ./cmd/promanage dev -secrets-only -for-tests -data-dir "$KRATOS_STATE" -log-level error >/dev/null
+  fi
   DSN=$KRATOS_DSN bin/kratos migrate sql -e --yes -c deploy/kratos/kratos.yml >/dev/null
   mkdir -p .data
   DSN=$KRATOS_DSN SERVE_PUBLIC_PORT=$KRATOS_PORT SERVE_ADMIN_PORT=$((KRATOS_PORT + 1)) \
   SERVE_PUBLIC_BASE_URL=$PROMANAGE_TEST_KRATOS_URL/ SERVE_ADMIN_BASE_URL=$PROMANAGE_TEST_KRATOS_ADMIN_URL/ \
-    bin/kratos serve -c deploy/kratos/kratos.yml --dev >.data/kratos-test.log 2>&1 &
+    bin/kratos serve -c deploy/kratos/kratos.yml -c "$PROMANAGE_TEST_SECRETS_DIR/kratos.json" --dev >.data/kratos-test.log 2>&1 &
   KRATOS_PID=$!
   trap 'kill $KRATOS_PID 2>/dev/null || true' EXIT
   for _ in $(seq 1 100); do
@@ -33,6 +43,10 @@ if ! curl -sf "$PROMANAGE_TEST_KRATOS_URL/health/ready" >/dev/null; then
     sleep 0.2
   done
   curl -sf "$PROMANAGE_TEST_KRATOS_URL/health/ready" >/dev/null || { cat .data/kratos-test.log; echo "kratos did not start"; exit 1; }
+elif [ ! -f "$PROMANAGE_TEST_SECRETS_DIR/jwks.public.json" ]; then
+  echo "a Kratos answers on port $KRATOS_PORT but its secrets are not in $PROMANAGE_TEST_SECRETS_DIR:"
+  echo "stop it, or run with another PROMANAGE_TEST_KRATOS_PORT"
+  exit 1
 fi
 
 if [ -x scripts/azurite.sh ] || [ -f scripts/azurite.sh ]; then

@@ -27,9 +27,12 @@ import (
 // and runs the worker until Ctrl-C, which stops everything it started.
 func (m *Main) runDev(ctx context.Context, args []string) error {
 	var kratosBin, kratosConfig string
+	var secretsOnly, forTests bool
 	if _, err := m.flags("dev", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&kratosBin, "kratos-bin", "bin/kratos", "Kratos binary (built by `make kratos`)")
-		fs.StringVar(&kratosConfig, "kratos-config", "deploy/kratos/kratos.yml", "Kratos configuration")
+		fs.StringVar(&kratosConfig, "kratos-config", "deploy/kratos/kratos.yml", "Kratos configuration (without secrets; dev adds its generated ones)")
+		fs.BoolVar(&secretsOnly, "secrets-only", false, "generate the development secrets under <data-dir>/secrets if missing, print where, and exit")
+		fs.BoolVar(&forTests, "for-tests", false, "with -secrets-only: secrets for the test Kratos of scripts/test.sh (marked as test secrets, which serve accepts)")
 	}); err != nil {
 		return err
 	}
@@ -37,18 +40,37 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 		m.Config.LogFormat = "text"
 		m.setupLogging()
 	}
+	// Dev runs with secrets and settings for one developer's machine: it
+	// listens on loopback only, and never trusts a secret once committed.
+	if err := checkLoopback(m.Config.HTTPAddr); err != nil {
+		return err
+	}
+	if err := checkNoCommittedSecrets(m.Config); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(m.Config.DataDir, 0o750); err != nil {
 		return err
 	}
-	// Development defaults that match deploy/kratos (never for production).
+	// Secrets of this checkout, generated on first run (never committed).
+	sec, err := ensureDevSecrets(filepath.Join(m.Config.DataDir, "secrets"), devSecretsOptions{
+		ForTests:   forTests,
+		HookURL:    "http://" + m.Config.HTTPAddr + "/v1/hooks/kratos/registration",
+		HookAPIKey: m.Config.HookAPIKey,
+		KratosDir:  filepath.Dir(kratosConfig),
+	})
+	if err != nil {
+		return err
+	}
+	if secretsOnly {
+		fmt.Fprintf(m.Stdout, "development secrets in %s\n  Kratos overlay  %s\n  public JWKS     %s\n", sec.Dir, sec.KratosConfig, sec.PublicJWKS)
+		return nil
+	}
 	if m.Config.SecretKey == "" {
-		m.Config.SecretKey = "dev-only-secret-key-do-not-use-in-production"
+		m.Config.SecretKey = sec.SecretKey
 	}
-	if m.Config.HookAPIKey == "" {
-		m.Config.HookAPIKey = "dev-only-hook-key-not-for-production"
-	}
+	m.Config.HookAPIKey = sec.HookAPIKey
 	if m.Config.JWKSURL == "" {
-		m.Config.JWKSURL = "file://deploy/kratos/jwks.dev-only.public.json"
+		m.Config.JWKSURL = "file://" + sec.PublicJWKS
 	}
 	var stops []func()
 	defer func() {
@@ -92,7 +114,7 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer kratosLog.Close()
-	kratos := exec.Command(kratosBin, "serve", "-c", kratosConfig, "--dev")
+	kratos := exec.Command(kratosBin, "serve", "-c", kratosConfig, "-c", sec.KratosConfig, "--dev")
 	kratos.Env, kratos.Stdout, kratos.Stderr = env, kratosLog, kratosLog
 	if err := kratos.Start(); err != nil {
 		return fmt.Errorf("start kratos: %w", err)

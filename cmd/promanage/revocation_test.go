@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -59,11 +58,7 @@ func TestLoggedOutSessionStopsWithinSeconds(t *testing.T) {
 // Revoking every session of an identity with Kratos' admin API stops its
 // session tokens and the JWTs minted from them within the same bound.
 func TestAdminRevocationStopsTokensAndJWTs(t *testing.T) {
-	jwks, err := filepath.Abs("../../deploy/kratos/jwks.dev-only.public.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := server(t, "-jwks-url", "file://"+jwks)
+	base := server(t, "-jwks-url", "file://"+testenv.KratosSecret(t, "jwks.public.json"))
 	u := testenv.SignUp(t, "revoke-admin")
 	cfg := ory.NewConfiguration()
 	cfg.Servers = ory.ServerConfigurations{{URL: testenv.KratosURL()}}

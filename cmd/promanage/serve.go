@@ -7,10 +7,18 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/promanage/promanage/identity"
 )
 
 func (m *Main) runServe(ctx context.Context, args []string) error {
 	if _, err := m.flags("serve", args, nil); err != nil {
+		return err
+	}
+	if err := checkNoDevSecrets(m.Config); err != nil {
+		return err
+	}
+	if err := checkJWKSURL(ctx, m.Config.JWKSURL); err != nil {
 		return err
 	}
 	a, err := openApp(ctx, m.Config)
@@ -22,6 +30,21 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	return m.serveAPI(ctx, a)
+}
+
+// checkJWKSURL refuses a tokenizer JWKS holding a development key. A
+// remote JWKS that cannot be fetched yet is checked when it can: the
+// verifier refuses every JWT until then anyway.
+func checkJWKSURL(ctx context.Context, url string) error {
+	if url == "" {
+		return nil
+	}
+	keys, err := identity.LoadJWKS(ctx, url)
+	if err != nil {
+		slog.Warn("JWKS not checked for development keys: it cannot be read yet", "url", url, "err", err)
+		return nil
+	}
+	return checkJWKSNotDev(keys)
 }
 
 // serveAPI serves until ctx ends, then drains in-flight requests.

@@ -17,6 +17,9 @@ func (m *Main) runWorker(ctx context.Context, args []string) error {
 	if _, err := m.flags("worker", args, nil); err != nil {
 		return err
 	}
+	if err := checkNoDevSecrets(m.Config); err != nil {
+		return err
+	}
 	a, err := openApp(ctx, m.Config)
 	if err != nil {
 		return err

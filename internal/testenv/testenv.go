@@ -11,6 +11,7 @@ import (
 
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -53,6 +54,22 @@ func KratosAdminURL() string {
 		return u
 	}
 	return "http://127.0.0.1:4534"
+}
+
+// KratosSecret returns the path of one of the test Kratos' generated
+// secrets (jwks.public.json, jwks.es256.private.json, ...), which
+// scripts/test.sh keeps in PROMANAGE_TEST_SECRETS_DIR.
+func KratosSecret(t testing.TB, name string) string {
+	t.Helper()
+	dir := os.Getenv("PROMANAGE_TEST_SECRETS_DIR")
+	if dir == "" {
+		t.Fatal("PROMANAGE_TEST_SECRETS_DIR is not set: run the tests with `make test` (scripts/test.sh generates the test Kratos' keys)")
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("test Kratos secret %s: %v (run `make test`)", name, err)
+	}
+	return p
 }
 
 var (
