@@ -177,6 +177,7 @@ func (s *Server) idempotent(c *fiber.Ctx, next fiber.Handler) error {
 		return err
 	}
 	stop := s.renewLease(storeKey, lease.Token)
+	defer stop() // also if next panics
 	if streamed {
 		sb.r = io.TeeReader(sb.r, fp)
 	}
@@ -279,7 +280,8 @@ func (s *Server) renewLease(key, token string) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 func (s *Server) releaseKey(key, token string) {
