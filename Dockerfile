@@ -58,9 +58,10 @@ COPY --from=build /out/promanage /usr/local/bin/promanage
 COPY --from=build --chown=65532:65532 /out/data /var/lib/promanage
 
 ENV PROMANAGE_HTTP_ADDR=:8080 \
+    PROMANAGE_METRICS_ADDR=:9091 \
     PROMANAGE_DATA_DIR=/var/lib/promanage
 
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 9091
 ENTRYPOINT ["/usr/local/bin/promanage"]
 CMD ["serve"]

@@ -47,6 +47,9 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 	if m.Config.HookAPIKey == "" {
 		m.Config.HookAPIKey = "dev-only-hook-key-not-for-production"
 	}
+	if m.Config.MetricsAddr == "" && os.Getenv("PROMANAGE_METRICS_ADDR") == "" {
+		m.Config.MetricsAddr = "127.0.0.1:9091"
+	}
 	if m.Config.JWKSURL == "" {
 		m.Config.JWKSURL = "file://deploy/kratos/jwks.dev-only.public.json"
 	}
@@ -119,6 +122,11 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.close()
+	stopMetrics, err := m.startMetrics(a)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	ready := make(chan string, 1)
 	m.ready = ready
 	var wg sync.WaitGroup
@@ -146,6 +154,7 @@ ProManage is running.
   API      %[1]s   (docs: %[1]s/docs, readiness: %[1]s/readyz)
   Kratos   %[2]s  (admin %[3]s)
   Worker   running in this process
+  Metrics  http://%[5]s/metrics
   Data     %[4]s
 
 Next steps (copy and paste):
@@ -170,7 +179,7 @@ Next steps (copy and paste):
     %[1]s/v1/tenants/acme/projects
 
 Press Ctrl-C to stop everything.
-`, api, k, m.Config.KratosAdminURL, m.Config.DataDir)
+`, api, k, m.Config.KratosAdminURL, m.Config.DataDir, m.Config.MetricsAddr)
 }
 
 func pingPostgres(ctx context.Context, rawURL, dbname string) error {
