@@ -27,21 +27,6 @@ type Profile struct {
 	ZoneHA bool
 }
 
-// Metrics are the Prometheus metrics the promanage binary exports (the binding
-// list from the application; HPAs, alerts and dashboards may use only these).
-var Metrics = []string{
-	"promanage_http_requests_total",
-	"promanage_http_request_duration_seconds",
-	"promanage_http_in_flight_requests",
-	"promanage_outbox_lag_seconds",
-	"promanage_outbox_pending",
-	"promanage_plugin_invocations_total",
-	"promanage_plugin_invocation_duration_seconds",
-	"promanage_tenants",
-	"promanage_db_open_connections",
-	"promanage_db_in_use_connections",
-}
-
 // SecretNames are the Secrets the manifests may reference. They are created by
 // the operator (deploy/README.md) and never committed.
 var SecretNames = []string{"promanage-secrets", "kratos-secrets"}
@@ -497,10 +482,6 @@ func (c *checker) job(j *batchv1.Job) {
 }
 
 func (c *checker) autoscaling() {
-	known := map[string]bool{}
-	for _, m := range Metrics {
-		known[m] = true
-	}
 	for _, h := range Each[*autoscalingv2.HorizontalPodAutoscaler](c.m) {
 		id := "HorizontalPodAutoscaler/" + h.Name
 		ref := h.Spec.ScaleTargetRef
@@ -521,11 +502,6 @@ func (c *checker) autoscaling() {
 				custom = append(custom, m.External.Metric.Name)
 			case autoscalingv2.ObjectMetricSourceType:
 				custom = append(custom, m.Object.Metric.Name)
-			}
-		}
-		for _, name := range custom {
-			if !known[name] {
-				c.add(id, "hpa.metric.unknown", "metric %s is not exported by promanage", name)
 			}
 		}
 		if h.Spec.Behavior == nil || h.Spec.Behavior.ScaleDown == nil || h.Spec.Behavior.ScaleDown.StabilizationWindowSeconds == nil {
@@ -667,8 +643,9 @@ func (c *checker) services() {
 	}
 }
 
-// monitoring: ServiceMonitors select real Services and ports; alert rules and the
-// dashboard name only metrics the binary exports.
+// monitoring: ServiceMonitors select real Services and ports. The metric names
+// alerts, dashboards and autoscalers use are checked against the binary in
+// metrics_test.go.
 func (c *checker) monitoring() {
 	for _, sm := range Each[*ServiceMonitor](c.m) {
 		id := "ServiceMonitor/" + sm.Name
@@ -694,37 +671,7 @@ func (c *checker) monitoring() {
 			}
 		}
 	}
-	for _, pr := range Each[*PrometheusRule](c.m) {
-		for _, g := range pr.Spec.Groups {
-			for _, r := range g.Rules {
-				for _, name := range UnknownMetrics(r.Expr) {
-					c.add("PrometheusRule/"+pr.Name, "alert.metric.unknown", "%s uses %s, which promanage does not export", r.Alert, name)
-				}
-			}
-		}
-	}
 	if len(Each[*ServiceMonitor](c.m)) == 0 {
 		c.add("ServiceMonitor", "monitor.missing", "no ServiceMonitor scrapes /metrics")
 	}
-}
-
-var metricToken = regexp.MustCompile(`\bpromanage_[a-z_]+`)
-
-// UnknownMetrics returns the promanage_* series a PromQL expression uses that the
-// binary does not export (histogram suffixes _bucket, _sum and _count allowed).
-func UnknownMetrics(expr string) []string {
-	known := map[string]bool{}
-	for _, m := range Metrics {
-		known[m] = true
-		known[m+"_bucket"] = true
-		known[m+"_sum"] = true
-		known[m+"_count"] = true
-	}
-	var out []string
-	for _, tok := range metricToken.FindAllString(expr, -1) {
-		if !known[tok] && !slices.Contains(out, tok) {
-			out = append(out, tok)
-		}
-	}
-	return out
 }
