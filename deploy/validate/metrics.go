@@ -260,8 +260,8 @@ type AdapterRule struct {
 // the checks read.
 type AdapterValues struct {
 	Rules struct {
-		Custom   []AdapterRule `json:"custom"`
-		External []AdapterRule `json:"external"`
+		Custom   []AdapterRule  `json:"custom"`
+		External []AdapterRule  `json:"external"`
 		Resource map[string]any `json:"resource"`
 	} `json:"rules"`
 }
