@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -268,11 +269,104 @@ func TestPolicyRejectsMutations(t *testing.T) {
 			h.Spec.Metrics = slices.DeleteFunc(h.Spec.Metrics, func(x autoscalingv2.MetricSpec) bool { return x.Type == autoscalingv2.PodsMetricSourceType })
 			return m
 		}},
-		{"ApiHPAWithoutMemory", "hpa.api.resources", func(m Manifests) Manifests {
+		{"ApiHPAWithoutCPU", "hpa.api.resources", func(m Manifests) Manifests {
 			h := hpa(m, "promanage-api")
 			h.Spec.Metrics = slices.DeleteFunc(h.Spec.Metrics, func(x autoscalingv2.MetricSpec) bool {
-				return x.Type == autoscalingv2.ResourceMetricSourceType && x.Resource.Name == corev1.ResourceMemory
+				return x.Type == autoscalingv2.ResourceMetricSourceType && x.Resource.Name == corev1.ResourceCPU
 			})
+			return m
+		}},
+		{"ApiHPAOnMemory", "hpa.memory", func(m Manifests) Manifests {
+			h := hpa(m, "promanage-api")
+			eighty := int32(80)
+			h.Spec.Metrics = append(h.Spec.Metrics, autoscalingv2.MetricSpec{Type: autoscalingv2.ResourceMetricSourceType,
+				Resource: &autoscalingv2.ResourceMetricSource{Name: corev1.ResourceMemory, Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: &eighty}}})
+			return m
+		}},
+		{"MemoryRequestBelowLimit", "resources.memory", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceMemory] = resource.MustParse("512Mi")
+			return m
+		}},
+		{"NoMetricsListener", "metrics.listener", func(m Manifests) Manifests {
+			for _, cm := range Each[*corev1.ConfigMap](m) {
+				delete(cm.Data, "PROMANAGE_METRICS_ADDR")
+			}
+			return m
+		}},
+		{"MetricsPortMismatch", "metrics.listener", func(m Manifests) Manifests {
+			ports := deploy(m, "promanage-worker").Spec.Template.Spec.Containers[0].Ports
+			for i := range ports {
+				if ports[i].Name == "metrics" {
+					ports[i].ContainerPort = 9100
+				}
+			}
+			return m
+		}},
+		{"IngressRoutesMetrics", "ingress.metrics", func(m Manifests) Manifests {
+			ing := m.Find("Ingress", "promanage").Typed.(*networkingv1.Ingress)
+			ing.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Port.Name = "metrics"
+			return m
+		}},
+		{"PreStopShorterThanDeregistration", "rollout.prestop", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.Containers[0].Lifecycle.PreStop.Sleep.Seconds = 5
+			return m
+		}},
+		{"DeregistrationLongerThanPreStop", "rollout.prestop", func(m Manifests) Manifests {
+			ing := m.Find("Ingress", "promanage").Typed.(*networkingv1.Ingress)
+			ing.Annotations["alb.ingress.kubernetes.io/target-group-attributes"] = "deregistration_delay.timeout_seconds=30"
+			return m
+		}},
+		{"KratosGraceShorterThanPreStop", "shutdown.grace", func(m Manifests) Manifests {
+			thirty := int64(30)
+			deploy(m, "kratos").Spec.Template.Spec.TerminationGracePeriodSeconds = &thirty
+			return m
+		}},
+		{"NoReadinessGateLabel", "alb.readiness-gate", func(m Manifests) Manifests {
+			delete(m.Find("Namespace", "promanage").Typed.(*corev1.Namespace).Labels, "elbv2.k8s.aws/pod-readiness-gate-inject")
+			return m
+		}},
+		{"ALBHealthCheckOnReadyz", "alb.healthcheck", func(m Manifests) Manifests {
+			m.Find("Ingress", "promanage").Typed.(*networkingv1.Ingress).Annotations["alb.ingress.kubernetes.io/healthcheck-path"] = "/readyz"
+			return m
+		}},
+		{"ReadinessGivesUpBeforeReadyz", "probe.readiness.timeout", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.Containers[0].ReadinessProbe.TimeoutSeconds = 2
+			return m
+		}},
+		{"ReadinessFlaps", "probe.readiness.flap", func(m Manifests) Manifests {
+			p := deploy(m, "promanage-worker").Spec.Template.Spec.Containers[0].ReadinessProbe
+			p.PeriodSeconds, p.FailureThreshold = 2, 1
+			return m
+		}},
+		{"ZoneSpreadCountsLostZone", "spread.zone.taints", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Spec.Template.Spec.TopologySpreadConstraints[0].NodeTaintsPolicy = nil
+			return m
+		}},
+		{"MinDomainsCapsAfterZoneLoss", "spread.zone.capacity", func(m Manifests) Manifests {
+			three := int32(3)
+			deploy(m, "promanage-api").Spec.Template.Spec.TopologySpreadConstraints[0].MinDomains = &three
+			return m
+		}},
+		{"MigrationAsPreSyncHook", "argocd.order", func(m Manifests) Manifests {
+			m.Find("Job", "promanage-migrate").Typed.(*batchv1.Job).Annotations["argocd.argoproj.io/hook"] = "PreSync"
+			return m
+		}},
+		{"MigrationSameWaveAsConfig", "argocd.order", func(m Manifests) Manifests {
+			m.Find("Job", "promanage-migrate").Typed.(*batchv1.Job).Annotations["argocd.argoproj.io/sync-wave"] = "-1"
+			return m
+		}},
+		{"MigrationBeforeBootstrap", "argocd.order", func(m Manifests) Manifests {
+			m.Find("Job", "promanage-db-bootstrap").Typed.(*batchv1.Job).Annotations["argocd.argoproj.io/sync-wave"] = "1"
+			return m
+		}},
+		{"ApiBeforeMigration", "argocd.order", func(m Manifests) Manifests {
+			deploy(m, "promanage-api").Annotations["argocd.argoproj.io/sync-wave"] = "1"
+			return m
+		}},
+		{"MigrationWithAppSecrets", "promanage.least-privilege", func(m Manifests) Manifests {
+			j := m.Find("Job", "promanage-migrate").Typed.(*batchv1.Job)
+			ef := &j.Spec.Template.Spec.Containers[0].EnvFrom
+			*ef = append(*ef, corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "promanage-secrets"}}})
 			return m
 		}},
 		{"WorkerHPAWithoutOutboxLag", "hpa.worker.outbox", func(m Manifests) Manifests {
@@ -430,6 +524,73 @@ func TestKongOverlayGateway(t *testing.T) {
 	for k := range ing.Annotations {
 		if strings.HasPrefix(k, "alb.ingress.kubernetes.io/") {
 			t.Errorf("ALB annotation %s left on the Kong ingress", k)
+		}
+	}
+}
+
+// TestKratosRegistrationHook: the Kubernetes Kratos config calls the api's
+// registration web hook with the jsonnet body it ships, and the hook's key is
+// never in the config (the Secret provides it).
+func TestKratosRegistrationHook(t *testing.T) {
+	root := repoRoot(t)
+	a, _ := os.ReadFile(filepath.Join(root, "deploy/kratos/registration-hook.jsonnet"))
+	b, _ := os.ReadFile(filepath.Join(root, "deploy/k8s/base/kratos/registration-hook.jsonnet"))
+	if len(a) == 0 || string(a) != string(b) {
+		t.Error("deploy/k8s/base/kratos/registration-hook.jsonnet differs from deploy/kratos/registration-hook.jsonnet")
+	}
+	for name := range overlays {
+		m := loadOverlay(t, name)
+		var cm *corev1.ConfigMap
+		for _, c := range Each[*corev1.ConfigMap](m) {
+			if strings.HasPrefix(c.Name, "kratos-config") {
+				cm = c
+			}
+		}
+		if cm == nil {
+			t.Fatalf("%s: no kratos-config", name)
+		}
+		var cfg struct {
+			Selfservice struct {
+				Flows struct {
+					Registration struct {
+						After struct {
+							Password struct {
+								Hooks []struct {
+									Hook   string `json:"hook"`
+									Config struct {
+										URL  string `json:"url"`
+										Body string `json:"body"`
+										Auth struct {
+											Config struct {
+												Name  string `json:"name"`
+												Value string `json:"value"`
+											} `json:"config"`
+										} `json:"auth"`
+									} `json:"config"`
+								} `json:"hooks"`
+							} `json:"password"`
+						} `json:"after"`
+					} `json:"registration"`
+				} `json:"flows"`
+			} `json:"selfservice"`
+		}
+		if err := yaml.Unmarshal([]byte(cm.Data["kratos.yml"]), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		hooks := cfg.Selfservice.Flows.Registration.After.Password.Hooks
+		if len(hooks) == 0 || hooks[0].Hook != "web_hook" {
+			t.Errorf("%s: the first registration hook is not the web hook (the Secret key SELFSERVICE_FLOWS_REGISTRATION_AFTER_PASSWORD_HOOKS_0_... sets its key): %+v", name, hooks)
+			continue
+		}
+		h := hooks[0].Config
+		if h.URL != "http://promanage-api/v1/hooks/kratos/registration" || m.Find("Service", "promanage-api") == nil {
+			t.Errorf("%s: web hook URL %q does not reach the api Service", name, h.URL)
+		}
+		if _, ok := cm.Data[strings.TrimPrefix(h.Body, "file:///etc/config/kratos/")]; !ok {
+			t.Errorf("%s: web hook body %s is not in the kratos-config ConfigMap", name, h.Body)
+		}
+		if h.Auth.Config.Name != "X-Hook-Key" || !strings.HasPrefix(h.Auth.Config.Value, "set-from-") {
+			t.Errorf("%s: web hook key must be a placeholder set from the Secret, got %q", name, h.Auth.Config.Value)
 		}
 	}
 }

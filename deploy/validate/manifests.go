@@ -130,6 +130,8 @@ var crdTypes = map[schema.GroupVersionKind]func() any{
 	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}: func() any { return new(ServiceMonitor) },
 	{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"}: func() any { return new(PrometheusRule) },
 	{Group: "configuration.konghq.com", Version: "v1", Kind: "KongPlugin"}:  func() any { return new(KongPlugin) },
+	{Group: "external-secrets.io", Version: "v1", Kind: "ExternalSecret"}:   func() any { return new(ExternalSecret) },
+	{Group: "external-secrets.io", Version: "v1", Kind: "SecretStore"}:      func() any { return new(SecretStore) },
 }
 
 // DecodeStrict decodes one object into its typed struct. Unknown fields,
