@@ -198,6 +198,10 @@ func TestPolicyRejectsMutations(t *testing.T) {
 			deploy(m, "promanage-api").Spec.Template.Spec.Containers[0].Image = "registry.example.com/promanage:latest"
 			return m
 		}},
+		{"ThirdPartyImageByTag", "image.digest", func(m Manifests) Manifests {
+			deploy(m, "kratos").Spec.Template.Spec.Containers[0].Image = "oryd/kratos:v1.3.1"
+			return m
+		}},
 		{"UntaggedImage", "image.tag", func(m Manifests) Manifests {
 			deploy(m, "kratos").Spec.Template.Spec.Containers[0].Image = "oryd/kratos"
 			return m

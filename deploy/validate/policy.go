@@ -187,6 +187,11 @@ func (c *checker) container(cid string, ctr corev1.Container, psc *corev1.PodSec
 	case strings.HasSuffix(img, ":latest"):
 		c.add(cid, "image.tag", "image %q uses :latest", img)
 	}
+	// Third-party images are pinned by digest (Renovate updates them); the
+	// promanage image gets the digest CI built and scanned at deploy time.
+	if !isPromanage(img) && !strings.Contains(img, "@sha256:") {
+		c.add(cid, "image.digest", "image %q is not pinned by digest", img)
+	}
 
 	sc := ctr.SecurityContext
 	if sc == nil {
