@@ -598,3 +598,60 @@ func TestKratosRegistrationHook(t *testing.T) {
 		}
 	}
 }
+
+// TestSetPromanageImage: CI deploys exactly the digest it built: every
+// promanage container gets it, nothing else changes, and a reference without
+// a digest is refused.
+func TestSetPromanageImage(t *testing.T) {
+	docs := buildOverlay(t, "production")
+	ref := "123456789012.dkr.ecr.eu-west-1.amazonaws.com/promanage@sha256:" + strings.Repeat("a", 64)
+	out, err := SetPromanageImage(docs, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := DecodeAll(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range Each[*appsv1.Deployment](m) {
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Image == ref {
+				n++
+			} else if isPromanage(c.Image) {
+				t.Errorf("%s still runs %s", d.Name, c.Image)
+			}
+		}
+	}
+	if n != 2 || m.Find("Job", "promanage-migrate").Typed.(*batchv1.Job).Spec.Template.Spec.Containers[0].Image != ref {
+		t.Errorf("image set in %d Deployments (want api and worker) and the migration Job", n)
+	}
+	if _, err := SetPromanageImage(docs, "registry.example.com/promanage:v1"); err == nil {
+		t.Error("a tag without digest was accepted")
+	}
+}
+
+// TestDevDeps: the local Postgres and Redis of the dev overlay and the kind
+// smoke test decode strictly and meet the security rules.
+func TestDevDeps(t *testing.T) {
+	docs, err := BuildOverlay(filepath.Join(repoRoot(t), "deploy/k8s/dev-deps"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := DecodeAll(docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &checker{m: m}
+	for _, d := range Each[*appsv1.Deployment](m) {
+		c.podTemplate("Deployment/"+d.Name, &d.Spec.Template, false)
+	}
+	for _, v := range c.out {
+		if v.Rule != "security.pod.automountToken" {
+			t.Error(v)
+		}
+	}
+	if len(Each[*appsv1.Deployment](m)) != 2 {
+		t.Error("want Postgres and Redis")
+	}
+}
