@@ -115,8 +115,10 @@ resource "aws_db_instance" "main" {
   skip_final_snapshot       = false
   final_snapshot_identifier = "${var.name}-final"
 
-  auto_minor_version_upgrade          = true
-  allow_major_version_upgrade         = false
+  auto_minor_version_upgrade  = true
+  allow_major_version_upgrade = false
+  # For operators' own psql sessions (rds-db:connect, 15-minute tokens); no
+  # application role uses it: they have passwords from Secrets Manager.
   iam_database_authentication_enabled = true
 
   performance_insights_enabled          = true

@@ -249,7 +249,7 @@ variable "noncurrent_version_retention_days" {
 
 variable "ecr_keep_tagged_images" {
   type        = number
-  description = "Number of release images (tags starting with v or sha-) the registry keeps; older ones expire."
+  description = "Number of releases (v* tags) and, separately, of commit builds (sha-* tags) the registry keeps; older ones expire (each counts three images: the index and one per architecture)."
   default     = 100
 
   validation {
