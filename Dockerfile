@@ -7,9 +7,9 @@
 # Runs read-only: the process writes only to PROMANAGE_DATA_DIR and /tmp, which Kubernetes
 # mounts as emptyDir volumes (docker: --read-only --tmpfs /tmp -v promanage-data:/var/lib/promanage).
 
-ARG GO_VERSION=1.26.8
-
-FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
+# Pinned by digest as well as by tag (Renovate updates both, and the workflow's
+# GO_VERSION with them; deploy/validate checks that CI tests with this Go).
+FROM --platform=$BUILDPLATFORM golang:1.26.8-bookworm@sha256:a688600ca24f8a4d3ca77f95b0dd40704a9fc787c826660eb7ba0b641b8b175d AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 \
     GOFLAGS=-buildvcs=false \
@@ -38,7 +38,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 # distroless/static: no shell, no package manager, CA certificates and tzdata only.
 # The :nonroot tag runs as uid/gid 65532; USER below repeats it numerically so that
 # Kubernetes' runAsNonRoot can verify it without resolving a user name.
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639
 
 ARG VERSION=dev
 ARG REVISION=unknown
@@ -58,9 +58,10 @@ COPY --from=build /out/promanage /usr/local/bin/promanage
 COPY --from=build --chown=65532:65532 /out/data /var/lib/promanage
 
 ENV PROMANAGE_HTTP_ADDR=:8080 \
+    PROMANAGE_METRICS_ADDR=:9091 \
     PROMANAGE_DATA_DIR=/var/lib/promanage
 
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 9091
 ENTRYPOINT ["/usr/local/bin/promanage"]
 CMD ["serve"]

@@ -143,7 +143,6 @@ func New(d Deps, opts *Options) *Server {
 	s.app.Use(s.bodyHygiene, s.securityHeaders, s.requestContext, s.accessLog)
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
-	s.app.Get("/metrics", s.metrics.Handler())
 	s.app.Get("/openapi.json", s.openapiJSON)
 	s.app.Get("/docs", s.docs)
 	// Signed URLs of buckets that cannot sign (file://, mem://) point here;

@@ -88,6 +88,7 @@ func (r *Registry) record(tenantID, pluginID uuid.UUID, version int, hook string
 			}
 		}
 	}
+	r.opts.Metrics.observe(hook, row.Outcome, inv, dryRun)
 	r.rec.add(row)
 }
 

@@ -56,6 +56,8 @@ type RegistryOptions struct {
 	// (EUNAVAILABLE), and only secrets stored in clear before encryption
 	// can sign webhooks.
 	SecretKey []byte
+	// Metrics, if set, counts every recorded invocation (metrics.go).
+	Metrics *Metrics
 }
 
 // Registry stores tenants' plugins in PostgreSQL (public.plugins,

@@ -17,6 +17,7 @@ import (
 	"github.com/promanage/promanage/api"
 	"github.com/promanage/promanage/core"
 	"github.com/promanage/promanage/identity"
+	"github.com/promanage/promanage/plugins"
 	"github.com/promanage/promanage/rbac"
 	"github.com/promanage/promanage/storage"
 	"github.com/promanage/promanage/tenant"
@@ -33,6 +34,10 @@ type app struct {
 	events      core.EventSink
 	bucket      *blob.Bucket // documents, from PROMANAGE_BLOB_URL
 	pluginSys   pluginSystem // plugin host and registry, see wire_plugins.go
+	// metrics is the process's Prometheus registry (metrics.go), served on
+	// PROMANAGE_METRICS_ADDR; pluginMetrics counts plugin invocations in it.
+	metrics       *api.Metrics
+	pluginMetrics *plugins.Metrics
 }
 
 // outboxConsumers are the worker's consumers; every event gets one delivery
@@ -45,6 +50,10 @@ func openApp(ctx context.Context, cfg Config) (*app, error) {
 		return nil, err
 	}
 	a := &app{cfg: cfg, db: db, registry: tenant.NewRegistry(db, nil), events: core.EventSink{Consumers: outboxConsumers}}
+	if a.metrics, a.pluginMetrics, err = newMetrics(db); err != nil {
+		a.close()
+		return nil, err
+	}
 	if cfg.RedisURL != "" {
 		opt, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
@@ -147,6 +156,7 @@ func (a *app) server() *api.Server {
 		Projects:  &core.ProjectService{DB: a.db, Events: a.events, Hooks: a.validationHooks()},
 		Audit:     &core.AuditService{DB: a.db},
 		Ready:     a.readyChecks(),
+		Metrics:   a.metrics,
 		Work:      a.workDeps(),
 		Documents: a.documentDeps(),
 		Plugins:   a.pluginDeps(),

@@ -20,6 +20,7 @@ type Config struct {
 	KratosPublicURL  string
 	KratosAdminURL   string
 	HTTPAddr         string
+	MetricsAddr      string
 	DataDir          string
 	LogLevel         string
 	LogFormat        string
@@ -74,7 +75,8 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_BLOB_URL", flag: "blob-url", def: "", help: "document bucket URL (file://, mem://, s3://, gs://, azblob://); default file://<data-dir>/blobs", str: &c.BlobURL},
 		{env: "PROMANAGE_KRATOS_PUBLIC_URL", flag: "kratos-public-url", def: "http://127.0.0.1:4433", help: "Ory Kratos public API", str: &c.KratosPublicURL},
 		{env: "PROMANAGE_KRATOS_ADMIN_URL", flag: "kratos-admin-url", def: "http://127.0.0.1:4434", help: "Ory Kratos admin API", str: &c.KratosAdminURL},
-		{env: "PROMANAGE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "listen address of the API (and of the worker's health/metrics)", str: &c.HTTPAddr},
+		{env: "PROMANAGE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "listen address of the API (and of the worker's /healthz and /readyz)", str: &c.HTTPAddr},
+		{env: "PROMANAGE_METRICS_ADDR", flag: "metrics-addr", def: "", help: "listen address of the Prometheus /metrics endpoint (api and worker), never the public port; empty serves no metrics (dev: 127.0.0.1:9091)", str: &c.MetricsAddr},
 		{env: "PROMANAGE_DATA_DIR", flag: "data-dir", def: ".data", help: "directory for local state (file bucket, caches, dev cluster)", str: &c.DataDir},
 		{env: "PROMANAGE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error", str: &c.LogLevel},
 		{env: "PROMANAGE_LOG_FORMAT", flag: "log-format", def: "json", help: "json or text", str: &c.LogFormat},

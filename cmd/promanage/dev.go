@@ -69,6 +69,12 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 		m.Config.SecretKey = sec.SecretKey
 	}
 	m.Config.HookAPIKey = sec.HookAPIKey
+	if m.Config.MetricsAddr == "" && os.Getenv("PROMANAGE_METRICS_ADDR") == "" {
+		m.Config.MetricsAddr = "127.0.0.1:9091"
+	}
+	if err := checkLoopback(m.Config.MetricsAddr); err != nil {
+		return err
+	}
 	if m.Config.JWKSURL == "" {
 		m.Config.JWKSURL = "file://" + sec.PublicJWKS
 	}
@@ -141,6 +147,11 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.close()
+	stopMetrics, err := m.startMetrics(a)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	ready := make(chan string, 1)
 	m.ready = ready
 	var wg sync.WaitGroup
@@ -168,6 +179,7 @@ ProManage is running.
   API      %[1]s   (docs: %[1]s/docs, readiness: %[1]s/readyz)
   Kratos   %[2]s  (admin %[3]s)
   Worker   running in this process
+  Metrics  http://%[5]s/metrics
   Data     %[4]s
 
 Next steps (copy and paste):
@@ -192,7 +204,7 @@ Next steps (copy and paste):
     %[1]s/v1/tenants/acme/projects
 
 Press Ctrl-C to stop everything.
-`, api, k, m.Config.KratosAdminURL, m.Config.DataDir)
+`, api, k, m.Config.KratosAdminURL, m.Config.DataDir, m.Config.MetricsAddr)
 }
 
 func pingPostgres(ctx context.Context, rawURL, dbname string) error {

@@ -107,7 +107,7 @@ func checkJWKSNotDev(keys []jose.JSONWebKey) error {
 func checkLoopback(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("PROMANAGE_HTTP_ADDR %q: %w", addr, err)
+		return fmt.Errorf("listen address %q: %w", addr, err)
 	}
 	if host == "localhost" {
 		return nil

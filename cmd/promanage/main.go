@@ -49,6 +49,8 @@ type Main struct {
 	Config         Config
 	// ready, if set, receives the API's listen address once it serves (tests).
 	ready chan<- string
+	// metricsReady, if set, receives the metrics listener's address (tests).
+	metricsReady chan<- string
 }
 
 // NewMain returns a Main writing to the given streams.
@@ -92,6 +94,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runDev(ctx, rest)
 	case "plugin":
 		return m.runPlugin(ctx, rest)
+	case "metrics-catalog": // hidden: read by deploy/validate
+		return m.runMetricsCatalog(rest)
 	case "version":
 		fmt.Fprintf(m.Stdout, "promanage %s (%s)\n", version, revision)
 		return nil

@@ -29,6 +29,11 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if err := a.checkSchema(ctx); err != nil {
 		return err
 	}
+	stopMetrics, err := m.startMetrics(a)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	return m.serveAPI(ctx, a)
 }
 

@@ -95,6 +95,7 @@ func (a *app) plugins() *plugins.Registry {
 		ps.registry = plugins.NewRegistry(a.db, host, deliverer, &plugins.RegistryOptions{
 			CacheTTL:  a.cfg.PluginCacheTTL,
 			SecretKey: []byte(a.cfg.SecretKey),
+			Metrics:   a.pluginMetrics,
 			Audit: func(tx *gorm.DB, tenantID uuid.UUID, actor core.Actor, action, pluginID string, details any) error {
 				return core.RecordAudit(tx, tenant.ScopeOf(tenantID), actor, action, "plugin", pluginID, core.OutcomeSuccess, details)
 			},

@@ -9,7 +9,6 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/promanage/promanage/api"
 	"github.com/promanage/promanage/core"
 )
 
@@ -28,8 +27,13 @@ func (m *Main) runWorker(ctx context.Context, args []string) error {
 	if err := a.checkSchema(ctx); err != nil {
 		return err
 	}
-	// The worker serves its own /healthz, /readyz and /metrics.
-	metrics := api.NewMetrics(a.db)
+	// The worker serves its own /healthz and /readyz; /metrics is on the
+	// metrics listener, as for the api.
+	stopMetrics, err := m.startMetrics(a)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	health := fiber.New(fiber.Config{DisableStartupMessage: true})
 	health.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	health.Get("/readyz", func(c *fiber.Ctx) error {
@@ -38,7 +42,6 @@ func (m *Main) runWorker(ctx context.Context, args []string) error {
 		}
 		return c.JSON(fiber.Map{"status": "ok"})
 	})
-	health.Get("/metrics", metricsHandler(metrics))
 	ln, err := net.Listen("tcp", m.Config.HTTPAddr)
 	if err != nil {
 		return err
@@ -71,8 +74,6 @@ func (a *app) runWorker(ctx context.Context) error {
 	}
 	return g.Wait()
 }
-
-func metricsHandler(m *api.Metrics) fiber.Handler { return m.Handler() }
 
 func concat[T any](lists ...[]T) []T {
 	var out []T

@@ -3,11 +3,6 @@
 # recovery over postgres_backup_retention_days; deletion protection and a final
 # snapshot guard against the worst operator error.
 
-resource "random_password" "postgres" {
-  length  = 40
-  special = false
-}
-
 resource "aws_db_subnet_group" "main" {
   name       = var.name
   subnet_ids = aws_subnet.database[*].id
@@ -90,8 +85,13 @@ resource "aws_db_instance" "main" {
 
   db_name  = "promanage"
   username = "promanage"
-  password = random_password.postgres.result
   port     = 5432
+  # RDS generates the master password, keeps it in Secrets Manager (encrypted
+  # with our key) and rotates it: it is never in the Terraform state. Only the
+  # database bootstrap Job reads it, to create the least-privilege roles the
+  # app, the migrations and Kratos connect as (deploy/k8s/base/db/bootstrap.sql).
+  manage_master_user_password   = true
+  master_user_secret_kms_key_id = aws_kms_key.main.arn
 
   allocated_storage     = var.postgres_allocated_storage_gb
   max_allocated_storage = var.postgres_max_allocated_storage_gb
@@ -115,8 +115,10 @@ resource "aws_db_instance" "main" {
   skip_final_snapshot       = false
   final_snapshot_identifier = "${var.name}-final"
 
-  auto_minor_version_upgrade          = true
-  allow_major_version_upgrade         = false
+  auto_minor_version_upgrade  = true
+  allow_major_version_upgrade = false
+  # For operators' own psql sessions (rds-db:connect, 15-minute tokens); no
+  # application role uses it: they have passwords from Secrets Manager.
   iam_database_authentication_enabled = true
 
   performance_insights_enabled          = true

@@ -2,36 +2,18 @@
 # the settings (or overlay fields, marked "TF:" in deploy/k8s/overlays/production)
 # they feed.
 
-output "promanage_database_url" {
-  description = "PROMANAGE_DATABASE_URL (Secret promanage-secrets): the RDS primary endpoint, TLS verified."
-  value       = local.database_url
-  sensitive   = true
-}
-
-output "promanage_redis_url" {
-  description = "PROMANAGE_REDIS_URL (Secret promanage-secrets): the replication group's primary endpoint, TLS with AUTH token."
-  value       = local.redis_url
-  sensitive   = true
-}
-
 output "promanage_blob_url" {
   description = "PROMANAGE_BLOB_URL (ConfigMap promanage-config): gocloud.dev URL of the documents bucket; s3://, gs:// or azblob:// following storage_backend."
   value       = local.blob_url
 }
 
-output "kratos_dsn" {
-  description = "DSN of Kratos (Secret kratos-secrets): database \"kratos\" on the same RDS instance."
-  value       = local.kratos_dsn
-  sensitive   = true
-}
-
 output "promanage_secrets_manager_secret_arn" {
-  description = "Secrets Manager secret holding every key of the Kubernetes Secret promanage-secrets (for External Secrets Operator or the README's kubectl step)."
+  description = "Secrets Manager secret with PROMANAGE_SECRET_KEY and PROMANAGE_HOOK_API_KEY (ExternalSecret promanage-secrets)."
   value       = aws_secretsmanager_secret.promanage.arn
 }
 
 output "kratos_secrets_manager_secret_arn" {
-  description = "Secrets Manager secret holding every key of the Kubernetes Secret kratos-secrets except COURIER_SMTP_CONNECTION_URI."
+  description = "Secrets Manager secret with Kratos' cookie, cipher and default secrets (ExternalSecret kratos-secrets)."
   value       = aws_secretsmanager_secret.kratos.arn
 }
 
@@ -103,4 +85,49 @@ output "documents_bucket_name" {
 output "postgres_instance_identifier" {
   description = "RDS instance identifier (used by the point-in-time restore runbook)."
   value       = aws_db_instance.main.identifier
+}
+
+output "redis_secret_arn" {
+  description = "Secrets Manager secret with PROMANAGE_REDIS_URL, AUTH token included (ExternalSecret promanage-secrets)."
+  value       = aws_secretsmanager_secret.redis.arn
+}
+
+output "kratos_smtp_secret_arn" {
+  description = "Secrets Manager secret the operator fills with {\"COURIER_SMTP_CONNECTION_URI\": \"smtps://...\"}."
+  value       = aws_secretsmanager_secret.kratos_smtp.arn
+}
+
+output "database_role_secret_arns" {
+  description = "Secrets Manager secrets of the database roles app, migrate and kratos (username, password, host, port, dbname)."
+  value       = { for k, s in aws_secretsmanager_secret.db_role : k => s.arn }
+}
+
+output "postgres_master_secret_arn" {
+  description = "Secrets Manager secret RDS manages for the master user (ExternalSecret promanage-db-admin; the bootstrap Job alone uses it)."
+  value       = aws_db_instance.main.master_user_secret[0].secret_arn
+}
+
+output "postgres_endpoint" {
+  description = "RDS primary endpoint (host name)."
+  value       = aws_db_instance.main.address
+}
+
+output "external_secrets_role_arn" {
+  description = "IRSA role of the service account promanage-external-secrets (annotation eks.amazonaws.com/role-arn in external-secrets.yaml)."
+  value       = module.external_secrets_irsa.iam_role_arn
+}
+
+output "aws_load_balancer_controller_role_arn" {
+  description = "IRSA role of kube-system/aws-load-balancer-controller (Helm value serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn)."
+  value       = module.lb_controller_irsa.iam_role_arn
+}
+
+output "ci_role_arn" {
+  description = "IAM role GitHub Actions assumes (repository variable AWS_CI_ROLE_ARN), or null without github_repository."
+  value       = local.ci_enabled ? aws_iam_role.ci[0].arn : null
+}
+
+output "region" {
+  description = "AWS region (Helm value region of the load balancer controller, SecretStore region)."
+  value       = local.region
 }

@@ -2,7 +2,10 @@
 # zones, automatic failover to a replica, TLS in transit with an AUTH token,
 # encrypted at rest, daily snapshots.
 
-resource "random_password" "redis" {
+# The AUTH token is generated at apply time and written only where it is used
+# (write-only arguments): never in the Terraform state. Bump
+# secret_versions.redis to rotate it (ElastiCache and Secrets Manager together).
+ephemeral "random_password" "redis" {
   length  = 64
   special = false
 }
@@ -49,7 +52,8 @@ resource "aws_elasticache_replication_group" "main" {
   at_rest_encryption_enabled = true
   kms_key_id                 = aws_kms_key.main.arn
   transit_encryption_enabled = true
-  auth_token                 = random_password.redis.result
+  auth_token_wo              = ephemeral.random_password.redis.result
+  auth_token_wo_version      = var.secret_versions.redis
 
   snapshot_retention_limit   = 7
   snapshot_window            = "01:00-02:00"

@@ -34,14 +34,29 @@ resource "aws_ecr_lifecycle_policy" "promanage" {
         }
         action = { type = "expire" }
       },
+      # CI pushes three images per commit: one per architecture
+      # (sha-<commit>-<arch>) and the index over them (sha-<commit>); a release
+      # tags all three v<semver>[-<arch>], so releases are kept apart from
+      # commits and an index never outlives its children.
       {
         rulePriority = 2
-        description  = "Keep the newest release and commit images"
+        description  = "Keep the newest releases (index and per-architecture images)"
         selection = {
           tagStatus     = "tagged"
-          tagPrefixList = ["v", "sha-"]
+          tagPrefixList = ["v"]
           countType     = "imageCountMoreThan"
-          countNumber   = var.ecr_keep_tagged_images
+          countNumber   = var.ecr_keep_tagged_images * 3
+        }
+        action = { type = "expire" }
+      },
+      {
+        rulePriority = 3
+        description  = "Keep the newest commit images"
+        selection = {
+          tagStatus     = "tagged"
+          tagPrefixList = ["sha-"]
+          countType     = "imageCountMoreThan"
+          countNumber   = var.ecr_keep_tagged_images * 3
         }
         action = { type = "expire" }
       },

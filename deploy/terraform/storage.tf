@@ -63,9 +63,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "documents" {
     status = "Enabled"
     filter {}
 
-    noncurrent_version_transition {
-      noncurrent_days = 30
-      storage_class   = "STANDARD_IA"
+    # S3 rejects an expiration that is not after the transition, and
+    # STANDARD_IA bills 30 days at least: move versions there only when they
+    # stay at least 30 days more.
+    dynamic "noncurrent_version_transition" {
+      for_each = var.noncurrent_version_retention_days >= 60 ? [30] : []
+      content {
+        noncurrent_days = noncurrent_version_transition.value
+        storage_class   = "STANDARD_IA"
+      }
     }
 
     noncurrent_version_expiration {

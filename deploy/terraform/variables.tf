@@ -236,7 +236,7 @@ variable "external_blob_url" {
 
 variable "noncurrent_version_retention_days" {
   type        = number
-  description = "Days an overwritten or deleted object version stays restorable in the bucket (the blob side of disaster recovery)."
+  description = "Days an overwritten or deleted object version stays restorable in the bucket (the blob side of disaster recovery). From 60 days, versions move to STANDARD_IA after 30."
   default     = 90
 
   validation {
@@ -249,7 +249,7 @@ variable "noncurrent_version_retention_days" {
 
 variable "ecr_keep_tagged_images" {
   type        = number
-  description = "Number of release images (tags starting with v or sha-) the registry keeps; older ones expire."
+  description = "Number of releases (v* tags) and, separately, of commit builds (sha-* tags) the registry keeps; older ones expire (each counts three images: the index and one per architecture)."
   default     = 100
 
   validation {
@@ -266,5 +266,61 @@ variable "ecr_untagged_expiry_days" {
   validation {
     condition     = var.ecr_untagged_expiry_days >= 1
     error_message = "ecr_untagged_expiry_days must be at least 1."
+  }
+}
+
+# --- Secrets and access ---------------------------------------------------------
+
+variable "secret_versions" {
+  type = object({
+    app_keys = number
+    redis    = number
+    kratos   = number
+    db_roles = number
+  })
+  description = "Version of each group of generated secrets. They are generated at apply time and written only to their destination (never to the state); raising a version writes a new value. app_keys includes PROMANAGE_SECRET_KEY, which encrypts stored plugin secrets: do not rotate it casually."
+  default = {
+    app_keys = 1
+    redis    = 1
+    kratos   = 1
+    db_roles = 1
+  }
+
+  validation {
+    condition     = alltrue([for v in values(var.secret_versions) : v >= 1 && floor(v) == v])
+    error_message = "secret_versions values must be whole numbers >= 1."
+  }
+}
+
+variable "github_repository" {
+  type        = string
+  description = "GitHub repository (\"owner/name\") whose workflow deploys: gets an IAM role through GitHub OIDC (main branch, v* tags and the production environment only) and an EKS access entry for the ProManage namespace. null creates neither."
+  default     = null
+
+  validation {
+    condition     = var.github_repository == null || can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", coalesce(var.github_repository, "-")))
+    error_message = "github_repository must be \"owner/name\"."
+  }
+}
+
+variable "github_oidc_provider_arn" {
+  type        = string
+  description = "ARN of the account's existing GitHub Actions OIDC provider (an account has at most one); null creates it."
+  default     = null
+
+  validation {
+    condition     = var.github_oidc_provider_arn == null || startswith(coalesce(var.github_oidc_provider_arn, "-"), "arn:")
+    error_message = "github_oidc_provider_arn must be an IAM OIDC provider ARN."
+  }
+}
+
+variable "cluster_admin_principal_arns" {
+  type        = list(string)
+  description = "IAM roles or users that get cluster-admin access entries (operators; the cluster creator has one already)."
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.cluster_admin_principal_arns : startswith(a, "arn:")])
+    error_message = "cluster_admin_principal_arns must be IAM ARNs."
   }
 }

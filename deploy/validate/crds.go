@@ -73,3 +73,65 @@ type KongPlugin struct {
 	InstanceName      string           `json:"instance_name,omitempty"`
 	ConfigFrom        *json.RawMessage `json:"configFrom,omitempty"`
 }
+
+// ExternalSecret is external-secrets.io/v1 ExternalSecret: External Secrets
+// Operator makes the Secret spec.target.name from a SecretStore.
+type ExternalSecret struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              ExternalSecretSpec `json:"spec"`
+}
+
+type ExternalSecretSpec struct {
+	RefreshInterval string `json:"refreshInterval,omitempty"`
+	SecretStoreRef  struct {
+		Name string `json:"name"`
+		Kind string `json:"kind,omitempty"`
+	} `json:"secretStoreRef"`
+	Target struct {
+		Name           string `json:"name,omitempty"`
+		CreationPolicy string `json:"creationPolicy,omitempty"`
+		DeletionPolicy string `json:"deletionPolicy,omitempty"`
+		Template       *struct {
+			EngineVersion string            `json:"engineVersion,omitempty"`
+			Type          string            `json:"type,omitempty"`
+			MergePolicy   string            `json:"mergePolicy,omitempty"`
+			Data          map[string]string `json:"data,omitempty"`
+		} `json:"template,omitempty"`
+	} `json:"target"`
+	Data []struct {
+		SecretKey string    `json:"secretKey"`
+		RemoteRef RemoteRef `json:"remoteRef"`
+	} `json:"data,omitempty"`
+	DataFrom []struct {
+		Extract *RemoteRef `json:"extract,omitempty"`
+	} `json:"dataFrom,omitempty"`
+}
+
+type RemoteRef struct {
+	Key      string `json:"key"`
+	Property string `json:"property,omitempty"`
+	Version  string `json:"version,omitempty"`
+}
+
+// SecretStore is external-secrets.io/v1 SecretStore (AWS Secrets Manager with
+// IRSA is the only provider the overlays use).
+type SecretStore struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Provider struct {
+			AWS *struct {
+				Service string `json:"service"`
+				Region  string `json:"region"`
+				Auth    *struct {
+					JWT *struct {
+						ServiceAccountRef struct {
+							Name string `json:"name"`
+						} `json:"serviceAccountRef"`
+					} `json:"jwt,omitempty"`
+				} `json:"auth,omitempty"`
+			} `json:"aws,omitempty"`
+		} `json:"provider"`
+	} `json:"spec"`
+}

@@ -8,5 +8,8 @@
 // operational promises of deploy/README.md; each rule has a test that shows it can
 // fail (a mutated input that must be rejected).
 //
-// It must never reach the network or the cluster: it reads files only.
+// It must never reach the cluster or a cloud: it reads files, and builds and
+// runs the promanage binary (`go run ./cmd/promanage metrics-catalog`) to read
+// the metric names it exports, which needs the module cache (the Go module
+// proxy the first time).
 package validate

@@ -131,14 +131,19 @@ func CheckDockerfile(src string) []string {
 		if names[img] || img == "scratch" {
 			continue
 		}
+		// A tag says what an image is; the digest decides which image it is
+		// (Renovate keeps both current, .github/renovate.json).
 		switch {
-		case strings.Contains(img, "@sha256:"):
-		case !strings.Contains(img[strings.LastIndex(img, "/")+1:], ":"):
-			bad("base image %s has no tag", st.Image)
-		case strings.HasSuffix(img, ":latest"):
-			bad("base image %s uses :latest", st.Image)
 		case strings.Contains(img, "$"):
 			bad("base image %s depends on an ARG without default", st.Image)
+		case !strings.Contains(img, "@sha256:"):
+			bad("base image %s is not pinned by digest", st.Image)
+		}
+		switch {
+		case !strings.Contains(img[strings.LastIndex(img, "/")+1:], ":"):
+			bad("base image %s has no tag", st.Image)
+		case strings.HasSuffix(strings.Split(img, "@")[0], ":latest"):
+			bad("base image %s uses :latest", st.Image)
 		}
 	}
 

@@ -30,14 +30,15 @@ func TestDockerfileRulesCanFail(t *testing.T) {
 		{"RootUser", "USER 65532:65532", "USER 0", "runs as root"},
 		{"NamedUser", "USER 65532:65532", "USER nonroot", "must be numeric"},
 		{"NoUser", "USER 65532:65532", "", "must be numeric"},
-		{"FatFinalImage", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM debian:bookworm", "want gcr.io/distroless"},
+		{"FatFinalImage", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM debian:bookworm@sha256:" + strings.Repeat("0", 64) + " #", "want gcr.io/distroless"},
 		{"CgoOn", "CGO_ENABLED=0", "CGO_ENABLED=1", "CGO_ENABLED=0 is not set"},
 		{"NoTrimpath", "go build -trimpath", "go build", "-trimpath"},
 		{"NoRevisionLabel", "org.opencontainers.image.revision=", "org.example.revision=", "org.opencontainers.image.revision"},
 		{"RemoteAdd", "COPY . .", "ADD https://example.com/src.tar.gz /src", "ADD of remote content"},
-		{"LatestBase", "golang:${GO_VERSION}-bookworm", "golang:latest", "uses :latest"},
+		{"LatestBase", "golang:1.26.8-bookworm@sha256:a688600ca24f8a4d3ca77f95b0dd40704a9fc787c826660eb7ba0b641b8b175d", "golang:latest", "uses :latest"},
+		{"BaseNotPinnedByDigest", "nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639", "nonroot", "not pinned by digest"},
 		{"ShellEntrypoint", `ENTRYPOINT ["/usr/local/bin/promanage"]`, "ENTRYPOINT /usr/local/bin/promanage", "exec form"},
-		{"SingleStage", "FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build", "FROM gcr.io/distroless/static-debian12:nonroot AS build", "multi-stage"},
+		{"SingleStage", "FROM --platform=$BUILDPLATFORM golang:1.26.8-bookworm@sha256:a688600ca24f8a4d3ca77f95b0dd40704a9fc787c826660eb7ba0b641b8b175d AS build", "FROM gcr.io/distroless/static-debian12:nonroot AS build", "multi-stage"},
 		{"RunInFinalStage", "USER 65532:65532", "RUN echo hi\nUSER 65532:65532", "RUN in the final stage"},
 	}
 	for _, tc := range cases {

@@ -2,8 +2,10 @@ package validate
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -13,7 +15,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer/json"
+	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -108,7 +110,7 @@ func DecodeAll(docs [][]byte) (Manifests, error) {
 
 var (
 	scheme     = runtime.NewScheme()
-	strictJSON *json.Serializer
+	strictJSON *kjson.Serializer
 )
 
 func init() {
@@ -120,8 +122,8 @@ func init() {
 			panic(err)
 		}
 	}
-	strictJSON = json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme, scheme,
-		json.SerializerOptions{Strict: true})
+	strictJSON = kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme, scheme,
+		kjson.SerializerOptions{Strict: true})
 }
 
 // crdTypes are the custom resources the overlays use, for which k8s.io/api has no
@@ -130,6 +132,8 @@ var crdTypes = map[schema.GroupVersionKind]func() any{
 	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}: func() any { return new(ServiceMonitor) },
 	{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"}: func() any { return new(PrometheusRule) },
 	{Group: "configuration.konghq.com", Version: "v1", Kind: "KongPlugin"}:  func() any { return new(KongPlugin) },
+	{Group: "external-secrets.io", Version: "v1", Kind: "ExternalSecret"}:   func() any { return new(ExternalSecret) },
+	{Group: "external-secrets.io", Version: "v1", Kind: "SecretStore"}:      func() any { return new(SecretStore) },
 }
 
 // DecodeStrict decodes one object into its typed struct. Unknown fields,
@@ -199,4 +203,43 @@ func joinErrors(errs []error) error {
 		return nil
 	}
 	return multiError(errs)
+}
+
+// SetPromanageImage returns docs with the image of every promanage container
+// (containers and init containers of pod templates) replaced by ref, which
+// must be pinned by digest. It fails if no container was replaced.
+func SetPromanageImage(docs [][]byte, ref string) ([][]byte, error) {
+	if !strings.Contains(ref, "@sha256:") || !imageRef.MatchString(ref) {
+		return nil, fmt.Errorf("set image: %q is not a reference pinned by digest (name@sha256:...)", ref)
+	}
+	out := make([][]byte, len(docs))
+	n := 0
+	for i, d := range docs {
+		var obj map[string]any
+		if err := json.Unmarshal(d, &obj); err != nil {
+			return nil, fmt.Errorf("set image: %w", err)
+		}
+		spec, _ := obj["spec"].(map[string]any)
+		tpl, _ := spec["template"].(map[string]any)
+		podSpec, _ := tpl["spec"].(map[string]any)
+		for _, key := range []string{"initContainers", "containers"} {
+			list, _ := podSpec[key].([]any)
+			for _, c := range list {
+				ctr, _ := c.(map[string]any)
+				if img, _ := ctr["image"].(string); isPromanage(img) {
+					ctr["image"] = ref
+					n++
+				}
+			}
+		}
+		b, err := json.Marshal(obj)
+		if err != nil {
+			return nil, fmt.Errorf("set image: %w", err)
+		}
+		out[i] = b
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("set image: no promanage container in the manifests")
+	}
+	return out, nil
 }

@@ -133,9 +133,10 @@ func (c *checker) networkPolicies() {
 		externalPort int32
 	}
 	wants := map[string]want{
-		"api":     {egress: []int32{53, 5432, 6379, 4433, 4434, 443}, ingress: []int32{8080}, externalPort: 8080},
-		"worker":  {egress: []int32{53, 5432, 6379, 4434, 80, 443}, ingress: []int32{8080}},
-		"migrate": {egress: []int32{53, 5432}},
+		"api":          {egress: []int32{53, 5432, 6379, 4433, 4434, 443}, ingress: []int32{8080, 9091}, externalPort: 8080},
+		"worker":       {egress: []int32{53, 5432, 6379, 4434, 80, 443}, ingress: []int32{9091}},
+		"migrate":      {egress: []int32{53, 5432}},
+		"db-bootstrap": {egress: []int32{53, 5432}},
 	}
 	for id, t := range c.podTemplates() {
 		pp := c.policyFor(t.Labels)

@@ -22,29 +22,20 @@ import (
 
 // Profile says how strict the policy is for one overlay.
 type Profile struct {
-	// ZoneHA requires hard zone spread (DoNotSchedule with minDomains >= 2) and
+	// ZoneHA requires hard zone spread that survives the loss of a zone and
 	// at least two replicas for every server Deployment.
 	ZoneHA bool
+	// Zones is the number of availability zones the cluster spans (the
+	// Terraform module's availability_zone_count; 3 when zero).
+	Zones int
 }
 
-// Metrics are the Prometheus metrics the promanage binary exports (the binding
-// list from the application; HPAs, alerts and dashboards may use only these).
-var Metrics = []string{
-	"promanage_http_requests_total",
-	"promanage_http_request_duration_seconds",
-	"promanage_http_in_flight_requests",
-	"promanage_outbox_lag_seconds",
-	"promanage_outbox_pending",
-	"promanage_plugin_invocations_total",
-	"promanage_plugin_invocation_duration_seconds",
-	"promanage_tenants",
-	"promanage_db_open_connections",
-	"promanage_db_in_use_connections",
-}
-
-// SecretNames are the Secrets the manifests may reference. They are created by
-// the operator (deploy/README.md) and never committed.
-var SecretNames = []string{"promanage-secrets", "kratos-secrets"}
+// SecretNames are the Secrets the manifests may reference. External Secrets
+// Operator (production) or the operator (deploy/README.md) creates them; they
+// are never committed. promanage-secrets holds the app role's database URL,
+// promanage-migrate-secrets the migration role's, promanage-db-admin the
+// master user and role passwords the database bootstrap Job alone reads.
+var SecretNames = []string{"promanage-secrets", "promanage-migrate-secrets", "promanage-db-admin", "kratos-secrets"}
 
 // secretSettings must come from a Secret, never from a ConfigMap or a literal.
 var secretSettings = []string{
@@ -83,6 +74,7 @@ func CheckPolicy(m Manifests, p Profile) []Violation {
 		c.podTemplate("Deployment/"+d.Name, &d.Spec.Template, true)
 		c.deployment(d)
 		c.gracePeriod("Deployment/"+d.Name, &d.Spec.Template)
+		c.metricsListener("Deployment/"+d.Name, &d.Spec.Template)
 	}
 	for _, j := range Each[*batchv1.Job](m) {
 		c.podTemplate("Job/"+j.Name, &j.Spec.Template, false)
@@ -93,6 +85,8 @@ func CheckPolicy(m Manifests, p Profile) []Violation {
 	c.services()
 	c.networkPolicies()
 	c.monitoring()
+	c.loadBalancer()
+	c.argoWaves()
 	sort.Slice(c.out, func(i, j int) bool { return c.out[i].String() < c.out[j].String() })
 	return c.out
 }
@@ -193,6 +187,11 @@ func (c *checker) container(cid string, ctr corev1.Container, psc *corev1.PodSec
 	case strings.HasSuffix(img, ":latest"):
 		c.add(cid, "image.tag", "image %q uses :latest", img)
 	}
+	// Third-party images are pinned by digest (Renovate updates them); the
+	// promanage image gets the digest CI built and scanned at deploy time.
+	if !isPromanage(img) && !strings.Contains(img, "@sha256:") {
+		c.add(cid, "image.digest", "image %q is not pinned by digest", img)
+	}
 
 	sc := ctr.SecurityContext
 	if sc == nil {
@@ -239,8 +238,8 @@ func (c *checker) container(cid string, ctr corev1.Container, psc *corev1.PodSec
 		}
 	}
 	if req, ok := r.Requests[corev1.ResourceMemory]; ok {
-		if lim, ok := r.Limits[corev1.ResourceMemory]; ok && req.Cmp(lim) > 0 {
-			c.add(cid, "resources.memory", "request %s above limit %s", req.String(), lim.String())
+		if lim, ok := r.Limits[corev1.ResourceMemory]; ok && req.Cmp(lim) != 0 {
+			c.add(cid, "resources.memory", "memory request %s != limit %s: a pod above its request is the first a node under memory pressure evicts", req.String(), lim.String())
 		}
 	}
 	for _, e := range ctr.Env {
@@ -315,13 +314,21 @@ func (c *checker) promanageContainer(cid string, ctr corev1.Container, ps *corev
 			c.add(cid, "probe.liveness.path", "liveness must GET /healthz (process alive), got %q", got)
 		}
 		if got := path(ctr.ReadinessProbe); got != "/readyz" {
-			c.add(cid, "probe.readiness.path", "readiness must GET /readyz (dependencies reachable), got %q", got)
+			c.add(cid, "probe.readiness.path", "readiness must GET /readyz (this process can serve: its database pool), got %q", got)
+		}
+		// /readyz bounds its own checks at 3 s and answers 503 itself: a probe
+		// that gives up first turns a slow database into a flapping pod.
+		if p := ctr.ReadinessProbe; p != nil && p.TimeoutSeconds < readyzTimeoutSeconds+1 {
+			c.add(cid, "probe.readiness.timeout", "readiness timeoutSeconds %d must exceed /readyz's own %d s bound", p.TimeoutSeconds, readyzTimeoutSeconds)
+		}
+		if p := ctr.ReadinessProbe; p != nil && p.PeriodSeconds*max(p.FailureThreshold, 1) < 10 {
+			c.add(cid, "probe.readiness.flap", "readiness takes a pod out after %d s of failures; at least 10 s rides out a database blip", p.PeriodSeconds*max(p.FailureThreshold, 1))
 		}
 		if got := path(ctr.StartupProbe); got != "/healthz" {
 			c.add(cid, "probe.startup.path", "startup must GET /healthz, got %q", got)
 		}
-		if !slices.ContainsFunc(ctr.Ports, func(p corev1.ContainerPort) bool { return p.ContainerPort == 8080 }) {
-			c.add(cid, "promanage.port", "must expose 8080 (PROMANAGE_HTTP_ADDR=:8080)")
+		if !slices.ContainsFunc(ctr.Ports, func(p corev1.ContainerPort) bool { return p.ContainerPort == 8080 && p.Name == "http" }) {
+			c.add(cid, "promanage.port", "must expose 8080 as \"http\" (PROMANAGE_HTTP_ADDR=:8080)")
 		}
 	}
 	// The root filesystem is read-only: PROMANAGE_DATA_DIR and /tmp must be volumes.
@@ -341,15 +348,30 @@ func (c *checker) promanageContainer(cid string, ctr corev1.Container, ps *corev
 			}
 		}
 	}
+	// api and worker connect as the app role; the migration Job alone holds
+	// the migration role's credentials (DDL), and no app keys.
+	wantSecret := "promanage-secrets"
+	if len(ctr.Args) > 0 && ctr.Args[0] == "migrate" {
+		wantSecret = "promanage-migrate-secrets"
+	}
 	var fromConfig, fromSecret bool
 	for _, ef := range ctr.EnvFrom {
 		fromConfig = fromConfig || (ef.ConfigMapRef != nil && strings.HasPrefix(ef.ConfigMapRef.Name, "promanage-config"))
-		fromSecret = fromSecret || (ef.SecretRef != nil && ef.SecretRef.Name == "promanage-secrets")
+		if ef.SecretRef != nil {
+			fromSecret = fromSecret || ef.SecretRef.Name == wantSecret
+			if ef.SecretRef.Name != wantSecret && strings.HasPrefix(ef.SecretRef.Name, "promanage-") {
+				c.add(cid, "promanage.least-privilege", "loads Secret %s; %s needs %s only", ef.SecretRef.Name, ctr.Args, wantSecret)
+			}
+		}
 	}
 	if !fromConfig || !fromSecret {
-		c.add(cid, "promanage.settings", "must take settings from ConfigMap promanage-config and Secret promanage-secrets")
+		c.add(cid, "promanage.settings", "must take settings from ConfigMap promanage-config and Secret %s", wantSecret)
 	}
 }
+
+// readyzTimeoutSeconds is how long /readyz lets its checks run before it
+// answers (api.Server.readyz).
+const readyzTimeoutSeconds = 3
 
 func (c *checker) hpaFor(kind, name string) *autoscalingv2.HorizontalPodAutoscaler {
 	for _, h := range Each[*autoscalingv2.HorizontalPodAutoscaler](c.m) {
@@ -423,12 +445,40 @@ func (c *checker) deployment(d *appsv1.Deployment) {
 	if zone == nil {
 		c.add(id, "spread.zone", "no topologySpreadConstraint on topology.kubernetes.io/zone")
 	} else if c.p.ZoneHA && minR > 1 {
-		if zone.WhenUnsatisfiable != corev1.DoNotSchedule || zone.MinDomains == nil || *zone.MinDomains < 2 {
-			c.add(id, "spread.zone.hard", "zone spread must be DoNotSchedule with minDomains >= 2 in production")
-		}
+		c.zoneLoss(id, d, zone)
 	}
 	if host == nil {
 		c.add(id, "spread.host", "no topologySpreadConstraint on kubernetes.io/hostname")
+	}
+}
+
+// zoneLoss: production spreads pods evenly over the zones (DoNotSchedule, so
+// the autoscaler adds capacity where the spread needs it) in a way that still
+// places every replica when a zone is lost: nodes of the lost zone are tainted
+// unreachable and must leave the count (nodeTaintsPolicy Honor), and
+// minDomains above the surviving zones would cap the Deployment at
+// maxSkew x surviving zones.
+func (c *checker) zoneLoss(id string, d *appsv1.Deployment, zone *corev1.TopologySpreadConstraint) {
+	if zone.WhenUnsatisfiable != corev1.DoNotSchedule {
+		c.add(id, "spread.zone.hard", "zone spread must be DoNotSchedule in production (ScheduleAnyway lets replicas pile into one zone)")
+		return
+	}
+	if zone.NodeTaintsPolicy == nil || *zone.NodeTaintsPolicy != corev1.NodeInclusionPolicyHonor {
+		c.add(id, "spread.zone.taints", "zone spread needs nodeTaintsPolicy: Honor, or the unreachable nodes of a lost zone still count as a domain with no pods and cap every other zone at maxSkew")
+	}
+	zones := c.p.Zones
+	if zones == 0 {
+		zones = 3
+	}
+	maxR := c.minReplicas(d)
+	if h := c.hpaFor("Deployment", d.Name); h != nil {
+		maxR = h.Spec.MaxReplicas
+	}
+	if zone.MinDomains != nil && int(*zone.MinDomains) > zones-1 {
+		if capacity := zone.MaxSkew * int32(zones-1); capacity < maxR {
+			c.add(id, "spread.zone.capacity", "minDomains %d with %d zones: after losing one, at most %d pods (maxSkew %d x %d zones) of up to %d can be scheduled",
+				*zone.MinDomains, zones, capacity, zone.MaxSkew, zones-1, maxR)
+		}
 	}
 }
 
@@ -497,10 +547,6 @@ func (c *checker) job(j *batchv1.Job) {
 }
 
 func (c *checker) autoscaling() {
-	known := map[string]bool{}
-	for _, m := range Metrics {
-		known[m] = true
-	}
 	for _, h := range Each[*autoscalingv2.HorizontalPodAutoscaler](c.m) {
 		id := "HorizontalPodAutoscaler/" + h.Name
 		ref := h.Spec.ScaleTargetRef
@@ -523,18 +569,16 @@ func (c *checker) autoscaling() {
 				custom = append(custom, m.Object.Metric.Name)
 			}
 		}
-		for _, name := range custom {
-			if !known[name] {
-				c.add(id, "hpa.metric.unknown", "metric %s is not exported by promanage", name)
-			}
-		}
 		if h.Spec.Behavior == nil || h.Spec.Behavior.ScaleDown == nil || h.Spec.Behavior.ScaleDown.StabilizationWindowSeconds == nil {
 			c.add(id, "hpa.behavior", "scaleDown stabilization must be explicit (avoid flapping)")
 		}
+		if slices.Contains(resources, "memory") && strings.HasPrefix(ref.Name, "promanage-") {
+			c.add(id, "hpa.memory", "scales on memory: the Go heap grows towards GOMEMLIMIT whatever the load, so it scales out on garbage and never back in")
+		}
 		switch ref.Name {
 		case "promanage-api":
-			if !slices.Contains(resources, "cpu") || !slices.Contains(resources, "memory") {
-				c.add(id, "hpa.api.resources", "api must scale on cpu and memory, has %v", resources)
+			if !slices.Contains(resources, "cpu") {
+				c.add(id, "hpa.api.resources", "api must scale on cpu, has %v", resources)
 			}
 			if !slices.Contains(custom, "promanage_http_in_flight_requests") && !slices.Contains(custom, "promanage_http_requests_total") {
 				c.add(id, "hpa.api.custom", "api must scale on a workload metric (in-flight requests or request rate), has %v", custom)
@@ -667,8 +711,9 @@ func (c *checker) services() {
 	}
 }
 
-// monitoring: ServiceMonitors select real Services and ports; alert rules and the
-// dashboard name only metrics the binary exports.
+// monitoring: ServiceMonitors select real Services and ports. The metric names
+// alerts, dashboards and autoscalers use are checked against the binary in
+// metrics_test.go.
 func (c *checker) monitoring() {
 	for _, sm := range Each[*ServiceMonitor](c.m) {
 		id := "ServiceMonitor/" + sm.Name
@@ -694,37 +739,7 @@ func (c *checker) monitoring() {
 			}
 		}
 	}
-	for _, pr := range Each[*PrometheusRule](c.m) {
-		for _, g := range pr.Spec.Groups {
-			for _, r := range g.Rules {
-				for _, name := range UnknownMetrics(r.Expr) {
-					c.add("PrometheusRule/"+pr.Name, "alert.metric.unknown", "%s uses %s, which promanage does not export", r.Alert, name)
-				}
-			}
-		}
-	}
 	if len(Each[*ServiceMonitor](c.m)) == 0 {
 		c.add("ServiceMonitor", "monitor.missing", "no ServiceMonitor scrapes /metrics")
 	}
-}
-
-var metricToken = regexp.MustCompile(`\bpromanage_[a-z_]+`)
-
-// UnknownMetrics returns the promanage_* series a PromQL expression uses that the
-// binary does not export (histogram suffixes _bucket, _sum and _count allowed).
-func UnknownMetrics(expr string) []string {
-	known := map[string]bool{}
-	for _, m := range Metrics {
-		known[m] = true
-		known[m+"_bucket"] = true
-		known[m+"_sum"] = true
-		known[m+"_count"] = true
-	}
-	var out []string
-	for _, tok := range metricToken.FindAllString(expr, -1) {
-		if !known[tok] && !slices.Contains(out, tok) {
-			out = append(out, tok)
-		}
-	}
-	return out
 }

@@ -96,6 +96,9 @@ func CheckModule(dir string) []string {
 	if len(mod.RequiredCore) == 0 {
 		bad("no required_version")
 	}
+	if need, why := coreFeatures(dir); need != "" && !coreAtLeast(mod.RequiredCore, need) {
+		bad("required_version %v: %s needs Terraform >= %s", mod.RequiredCore, why, need)
+	}
 	for _, c := range mod.RequiredCore {
 		if !boundedConstraint.MatchString(c) {
 			bad("required_version %q has no upper bound", c)
@@ -263,6 +266,15 @@ func CheckPlatformProperties(res map[string]*Resource) []string {
 		{"aws_db_instance.main", "skip_final_snapshot", "false"},
 		{"aws_db_instance.main", "storage_encrypted", "true"},
 		{"aws_db_instance.main", "publicly_accessible", "false"},
+		// Secrets never in the state: RDS manages the master password, the
+		// Redis token and every generated value go through write-only arguments.
+		{"aws_db_instance.main", "manage_master_user_password", "true"},
+		{"aws_elasticache_replication_group.main", "auth_token_wo", "ephemeral.random_password.redis.result"},
+		// S3 rejects a noncurrent expiration that is not after the transition.
+		{"aws_s3_bucket_lifecycle_configuration.documents", "rule.dynamic.for_each", "var.noncurrent_version_retention_days >= 60 ? [30] : []"},
+		// CI deploys without long-lived keys: GitHub OIDC role with an EKS access entry.
+		{"aws_eks_access_entry.ci", "principal_arn", "aws_iam_role.ci[0].arn"},
+		{"aws_eks_access_policy_association.ci", "access_scope.type", `"namespace"`},
 		// Redis: replicas across zones with automatic failover, encrypted.
 		{"aws_elasticache_replication_group.main", "automatic_failover_enabled", "true"},
 		{"aws_elasticache_replication_group.main", "multi_az_enabled", "true"},
@@ -296,8 +308,66 @@ func CheckPlatformProperties(res map[string]*Resource) []string {
 			out = append(out, w.resource+": "+w.attr+" = "+got+", want "+w.value)
 		}
 	}
+	for id, r := range res {
+		if r.Type == "random_password" || r.Type == "random_string" {
+			out = append(out, id+": a generated secret in the state; use an ephemeral resource and a write-only argument")
+		}
+		if r.Type == "aws_secretsmanager_secret_version" {
+			if _, ok := r.Attrs["secret_string"]; ok {
+				out = append(out, id+": secret_string stores the value in the state; use secret_string_wo")
+			}
+		}
+		if _, ok := r.Attrs["password"]; ok && r.Type == "aws_db_instance" {
+			out = append(out, id+": password in the state; use manage_master_user_password")
+		}
+		if r.Type == "aws_s3_bucket_lifecycle_configuration" && r.Blocks["rule.noncurrent_version_transition"] > 0 {
+			out = append(out, id+": an unconditional noncurrent_version_transition can reach the expiration day")
+		}
+	}
 	if r, ok := res["aws_iam_role.promanage"]; !ok || !strings.Contains(r.Attrs["assume_role_policy"], "system:serviceaccount:${var.kubernetes_namespace}:promanage") {
 		out = append(out, "aws_iam_role.promanage: trust policy must name the promanage service account")
 	}
 	return out
+}
+
+// coreFeatures returns the lowest Terraform version the module's files need
+// and why: ephemeral resources and write-only arguments (1.11), the S3
+// backend's use_lockfile, even in a commented-out example (1.10).
+func coreFeatures(dir string) (string, string) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.tf"))
+	var lockfile bool
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		src := string(b)
+		if regexp.MustCompile(`(?m)^ephemeral\s+"`).MatchString(src) || regexp.MustCompile(`(?m)^\s+[a-z_]+_wo\s+=`).MatchString(src) {
+			return "1.11", "ephemeral resources and write-only arguments"
+		}
+		lockfile = lockfile || strings.Contains(src, "use_lockfile")
+	}
+	if lockfile {
+		return "1.10", "the S3 backend's use_lockfile"
+	}
+	return "", ""
+}
+
+// coreAtLeast reports whether every constraint's lower bound is >= min.
+func coreAtLeast(constraints []string, min string) bool {
+	lower := regexp.MustCompile(`>=?\s*(\d+)\.(\d+)`)
+	var wantMajor, wantMinor int
+	fmt.Sscanf(min, "%d.%d", &wantMajor, &wantMinor)
+	found := false
+	for _, c := range constraints {
+		for _, m := range lower.FindAllStringSubmatch(c, -1) {
+			var major, minor int
+			fmt.Sscanf(m[1]+"."+m[2], "%d.%d", &major, &minor)
+			found = true
+			if major < wantMajor || (major == wantMajor && minor < wantMinor) {
+				return false
+			}
+		}
+	}
+	return found
 }

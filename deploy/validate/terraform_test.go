@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/hashicorp/terraform-config-inspect/tfconfig"
 )
@@ -61,21 +63,23 @@ func TestTerraformOutputsFeedTheOverlay(t *testing.T) {
 	if diags.HasErrors() {
 		t.Fatal(diags.Err())
 	}
-	want := map[string]bool{ // output -> must be sensitive
-		"promanage_database_url": true, "promanage_redis_url": true, "kratos_dsn": true,
-		"promanage_blob_url": false, "promanage_iam_role_arn": false, "ecr_repository_url": false,
-		"cluster_name": false, "oidc_issuer_url": false, "public_subnet_cidrs": false,
-		"database_subnet_cidrs": false, "promanage_secrets_manager_secret_arn": false,
-		"postgres_instance_identifier": false,
-	}
-	for name, sensitive := range want {
-		o, ok := mod.Outputs[name]
-		if !ok {
+	// No output carries a credential any more: secrets go from Terraform to
+	// Secrets Manager through write-only arguments, and from there to the
+	// cluster through External Secrets.
+	for _, name := range []string{
+		"promanage_blob_url", "promanage_iam_role_arn", "ecr_repository_url", "cluster_name", "oidc_issuer_url",
+		"public_subnet_cidrs", "private_subnet_cidrs", "database_subnet_cidrs", "promanage_secrets_manager_secret_arn",
+		"kratos_secrets_manager_secret_arn", "redis_secret_arn", "kratos_smtp_secret_arn", "database_role_secret_arns",
+		"postgres_master_secret_arn", "postgres_instance_identifier", "external_secrets_role_arn",
+		"aws_load_balancer_controller_role_arn", "ci_role_arn", "vpc_id", "region", "kubeconfig_command",
+	} {
+		if _, ok := mod.Outputs[name]; !ok {
 			t.Errorf("output %s missing", name)
-			continue
 		}
-		if sensitive && !o.Sensitive {
-			t.Errorf("output %s carries a credential and must be sensitive", name)
+	}
+	for name := range mod.Outputs {
+		if strings.Contains(name, "password") || strings.HasSuffix(name, "_url") && strings.Contains(name, "database") {
+			t.Errorf("output %s looks like a credential", name)
 		}
 	}
 	sb := mod.Variables["storage_backend"]
@@ -98,6 +102,13 @@ func TestTerraformPlatformProperties(t *testing.T) {
 
 func TestTerraformRulesCanFail(t *testing.T) {
 	src := terraformDir(t)
+	platform := func(dir string) []string {
+		res, err := ModuleResources(dir)
+		if err != nil {
+			return []string{err.Error()}
+		}
+		return CheckPlatformProperties(res)
+	}
 	copyModule := func(t *testing.T) string {
 		dst := t.TempDir()
 		files, _ := filepath.Glob(filepath.Join(src, "*.tf"))
@@ -132,7 +143,13 @@ func TestTerraformRulesCanFail(t *testing.T) {
 		{"UndocumentedVariable", "variables.tf", `description = "Tags added to every resource that supports them (cost allocation, ownership)."`, "", "variable tags has no description", CheckModule},
 		{"UntypedVariable", "variables.tf", "  type        = map(string)\n  description = \"Tags", "  description = \"Tags", "variable tags has no type", CheckModule},
 		{"UnvalidatedVariable", "variables.tf", "  validation {\n    condition     = contains([\"s3\", \"gcs\", \"azblob\"], var.storage_backend)\n    error_message = \"storage_backend must be one of s3, gcs, azblob.\"\n  }\n", "", "variable storage_backend (string) has no validation block", CheckModule},
-		{"UnpinnedProvider", "versions.tf", `version = "~> 3.6"`, `version = ">= 3.6"`, "provider random constraint \">= 3.6\" has no upper bound", CheckModule},
+		{"UnpinnedProvider", "versions.tf", `version = "~> 3.7"`, `version = ">= 3.7"`, "provider random constraint \">= 3.7\" has no upper bound", CheckModule},
+		{"CoreTooOldForWriteOnly", "versions.tf", `">= 1.11.0, < 2.0.0"`, `">= 1.9.0, < 2.0.0"`, "needs Terraform >= 1.11", CheckModule},
+		{"MasterPasswordInState", "database.tf", "manage_master_user_password   = true", "password                      = \"in-the-state\"", "aws_db_instance.main: manage_master_user_password not set", platform},
+		{"SecretValueInState", "secrets.tf", "secret_string_wo = jsonencode({\n    PROMANAGE_SECRET_KEY", "secret_string = jsonencode({\n    PROMANAGE_SECRET_KEY", "secret_string", platform},
+		{"RedisTokenInState", "redis.tf", "auth_token_wo              = ephemeral", "auth_token                 = ephemeral", "auth_token_wo not set", platform},
+		{"TransitionNotBeforeExpiry", "storage.tf", "for_each = var.noncurrent_version_retention_days >= 60 ? [30] : []", "for_each = [30]", "rule.dynamic.for_each = [30]", platform},
+		{"NoCIAccessEntry", "access.tf", `resource "aws_eks_access_entry" "ci" {`, `resource "aws_eks_access_entry" "ci_gone" {`, "aws_eks_access_entry.ci: resource missing", platform},
 		{"SingleAZDatabase", "database.tf", "multi_az               = true", "multi_az               = false", "aws_db_instance.main: multi_az = false", func(dir string) []string {
 			res, err := ModuleResources(dir)
 			if err != nil {
@@ -144,7 +161,7 @@ func TestTerraformRulesCanFail(t *testing.T) {
 			res, _ := ModuleResources(dir)
 			return CheckPlatformProperties(res)
 		}},
-		{"Unformatted", "outputs.tf", "  sensitive   = true", "  sensitive = true", "not canonically formatted", func(dir string) []string {
+		{"Unformatted", "outputs.tf", "  value       = aws_eks_cluster.main.name", "  value = aws_eks_cluster.main.name", "not canonically formatted", func(dir string) []string {
 			files, _ := TerraformFiles(dir)
 			return CheckFormat(files)
 		}},
@@ -243,5 +260,76 @@ func TestOverlayTFMarkersNameRealOutputs(t *testing.T) {
 	}
 	if found < 5 {
 		t.Errorf("only %d TF: markers in the production overlay; the operator needs one per platform value", found)
+	}
+}
+
+// TestTerraformExamples: every example exposes the module's outputs as
+// "promanage" (deploy/README.md reads terraform output -json promanage) and
+// passes the module inputs it needs.
+func TestTerraformExamples(t *testing.T) {
+	dirs, _ := filepath.Glob(filepath.Join(terraformDir(t), "examples/*"))
+	if len(dirs) < 3 {
+		t.Fatalf("examples: %v", dirs)
+	}
+	for _, d := range dirs {
+		mod, diags := tfconfig.LoadModule(d)
+		if diags.HasErrors() {
+			t.Fatal(diags.Err())
+		}
+		o, ok := mod.Outputs["promanage"]
+		if !ok || !strings.Contains(o.Description, "") || mod.ModuleCalls["promanage"] == nil {
+			t.Errorf("%s: no output \"promanage\" (or no module promanage)", filepath.Base(d))
+		}
+	}
+}
+
+// TestKongTrustedProxies: behind Kong the api trusts the Kong pods (private
+// subnets), and Kong trusts only the NLB (public subnets) for the PROXY
+// protocol address: both match the Terraform subnet plan.
+func TestKongTrustedProxies(t *testing.T) {
+	mod, diags := tfconfig.LoadModule(terraformDir(t))
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	vpc := netip.MustParsePrefix(mod.Variables["vpc_cidr"].Default.(string))
+	var public, private []string
+	for i := 0; i < 3; i++ {
+		public = append(public, cidrsubnet(vpc, 4, i).String())
+		private = append(private, cidrsubnet(vpc, 3, 4+i).String())
+	}
+	trusted := func(overlay string) string {
+		for _, cm := range Each[*corev1.ConfigMap](loadOverlay(t, overlay)) {
+			if strings.HasPrefix(cm.Name, "promanage-config") {
+				return cm.Data["PROMANAGE_TRUSTED_PROXIES"]
+			}
+		}
+		return ""
+	}
+	if got := trusted("kong"); got != strings.Join(private, ",") {
+		t.Errorf("kong overlay PROMANAGE_TRUSTED_PROXIES = %q, want the private subnets (Kong pods) %v", got, private)
+	}
+	if got := trusted("production"); got != strings.Join(public, ",") {
+		t.Errorf("production PROMANAGE_TRUSTED_PROXIES = %q, want the public subnets (ALB) %v", got, public)
+	}
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/k8s/gateway/kong-values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		Env   map[string]string `json:"env"`
+		Proxy struct {
+			Annotations map[string]string `json:"annotations"`
+			HTTP        struct {
+				Parameters []string `json:"parameters"`
+			} `json:"http"`
+		} `json:"proxy"`
+	}
+	if err := yaml.Unmarshal(b, &values); err != nil {
+		t.Fatal(err)
+	}
+	if values.Env["trusted_ips"] != strings.Join(public, ",") || values.Env["real_ip_header"] != "proxy_protocol" ||
+		values.Proxy.Annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] != "*" ||
+		!slices.Contains(values.Proxy.HTTP.Parameters, "proxy_protocol") {
+		t.Errorf("kong-values.yaml does not take the client address from the NLB's PROXY protocol header, trusting the public subnets %v: %+v", public, values)
 	}
 }

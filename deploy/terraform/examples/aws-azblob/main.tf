@@ -2,7 +2,16 @@
 # trusts the EKS cluster through a federated identity credential.
 
 terraform {
-  required_version = ">= 1.9.0, < 2.0.0"
+  required_version = ">= 1.11.0, < 2.0.0"
+
+  # Keep the state encrypted and locked (use_lockfile needs Terraform >= 1.10).
+  # backend "s3" {
+  #   bucket       = "example-terraform-state"
+  #   key          = "promanage/prod.tfstate"
+  #   region       = "eu-west-1"
+  #   encrypt      = true
+  #   use_lockfile = true
+  # }
 
   required_providers {
     aws = {
@@ -50,4 +59,10 @@ output "promanage_blob_url" {
 output "azure_pod_environment" {
   description = "Environment the promanage pods need for Azure workload identity."
   value       = module.documents.pod_environment
+}
+
+output "promanage" {
+  description = "Every output of the platform module (deploy/README.md reads it: terraform output -json promanage)."
+  value       = module.promanage
+  sensitive   = true
 }

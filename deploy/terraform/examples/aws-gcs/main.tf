@@ -3,7 +3,16 @@
 # bucket trusts the EKS cluster through workload identity federation.
 
 terraform {
-  required_version = ">= 1.9.0, < 2.0.0"
+  required_version = ">= 1.11.0, < 2.0.0"
+
+  # Keep the state encrypted and locked (use_lockfile needs Terraform >= 1.10).
+  # backend "s3" {
+  #   bucket       = "example-terraform-state"
+  #   key          = "promanage/prod.tfstate"
+  #   region       = "eu-west-1"
+  #   encrypt      = true
+  #   use_lockfile = true
+  # }
 
   required_providers {
     aws = {
@@ -51,4 +60,10 @@ output "promanage_blob_url" {
 output "gcp_credential_config" {
   description = "GOOGLE_APPLICATION_CREDENTIALS file content for the pods."
   value       = module.documents.credential_config
+}
+
+output "promanage" {
+  description = "Every output of the platform module (deploy/README.md reads it: terraform output -json promanage)."
+  value       = module.promanage
+  sensitive   = true
 }

@@ -4,7 +4,7 @@
 #   terraform output -json > platform.json     # feeds deploy/k8s/overlays/production
 
 terraform {
-  required_version = ">= 1.9.0, < 2.0.0"
+  required_version = ">= 1.11.0, < 2.0.0"
 
   required_providers {
     aws = {
@@ -13,7 +13,9 @@ terraform {
     }
   }
 
-  # Keep the state encrypted and locked: it contains generated secrets.
+  # Keep the state encrypted and locked (use_lockfile needs Terraform >= 1.10).
+  # Generated secrets never reach it (write-only arguments), but it still
+  # describes the whole platform.
   # backend "s3" {
   #   bucket       = "example-terraform-state"
   #   key          = "promanage/prod.tfstate"
@@ -38,8 +40,9 @@ module "promanage" {
   source = "../.."
 
   name                                 = "promanage-prod"
-  cluster_endpoint_public_access_cidrs = ["203.0.113.0/24"]
+  cluster_endpoint_public_access_cidrs = ["203.0.113.0/24"] # operators' VPN and the CI runners' egress
   storage_backend                      = "s3"
+  github_repository                    = "promanage/promanage"
 }
 
 output "promanage" {
