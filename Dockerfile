@@ -8,6 +8,16 @@
 # mounts as emptyDir volumes (docker: --read-only --tmpfs /tmp -v promanage-data:/var/lib/promanage).
 
 ARG GO_VERSION=1.26.8
+# Only runs `npm pack` and a hash: the renderer's bytes are pinned by the sha512 integrity in
+# scripts/docs-assets.sh, whatever Node 22 release this is.
+ARG NODE_VERSION=22
+
+# The API reference's renderer (Redoc) is fetched from npm at a pinned version and verified
+# integrity (never kept in git); the build stage embeds it into the binary (/docs works offline).
+FROM --platform=$BUILDPLATFORM node:${NODE_VERSION}-bookworm-slim AS docs
+WORKDIR /src
+COPY scripts/docs-assets.sh scripts/
+RUN bash scripts/docs-assets.sh
 
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
@@ -21,6 +31,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download -x
 
 COPY . .
+COPY --from=docs /src/api/docs/assets/ api/docs/assets/
 
 # Set by BuildKit from --platform (cross-compiled on the build host, no emulation).
 ARG TARGETOS
