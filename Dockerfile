@@ -7,6 +7,17 @@
 # Runs read-only: the process writes only to PROMANAGE_DATA_DIR and /tmp, which Kubernetes
 # mounts as emptyDir volumes (docker: --read-only --tmpfs /tmp -v promanage-data:/var/lib/promanage).
 
+ARG NODE_VERSION=22
+
+# The API reference's renderer (Redoc) is fetched from npm at a pinned version and verified
+# integrity (never kept in git); the build stage embeds it into the binary (/docs works offline).
+# This stage only runs `npm pack` and a hash: the renderer's bytes are pinned by the sha512
+# integrity in scripts/docs-assets.sh, whatever Node 22 release this is.
+FROM --platform=$BUILDPLATFORM node:${NODE_VERSION}-bookworm-slim AS docs
+WORKDIR /src
+COPY scripts/docs-assets.sh scripts/
+RUN bash scripts/docs-assets.sh
+
 # Pinned by digest as well as by tag (Renovate updates both, and the workflow's
 # GO_VERSION with them; deploy/validate checks that CI tests with this Go).
 FROM --platform=$BUILDPLATFORM golang:1.26.8-bookworm@sha256:a688600ca24f8a4d3ca77f95b0dd40704a9fc787c826660eb7ba0b641b8b175d AS build
@@ -21,6 +32,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download -x
 
 COPY . .
+COPY --from=docs /src/api/docs/assets/ api/docs/assets/
 
 # Set by BuildKit from --platform (cross-compiled on the build host, no emulation).
 ARG TARGETOS

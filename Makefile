@@ -5,15 +5,19 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 
-.PHONY: run build test lint kratos plugins bench deploy-check clean
+.PHONY: run build docs-assets test lint kratos plugins bench deploy-check clean
 
 ## run: build everything and start Postgres (if needed), Kratos, the API and the worker
 run: build kratos
 	./bin/promanage dev
 
-## build: the static promanage binary in bin/
-build:
+## build: the static promanage binary in bin/ (with the API reference's renderer embedded)
+build: docs-assets
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/promanage ./cmd/promanage
+
+## docs-assets: fetch the API reference renderer (Redoc, pinned and integrity-checked) into api/docs/assets
+docs-assets:
+	bash scripts/docs-assets.sh
 
 ## kratos: build the pinned Ory Kratos server into bin/kratos (cached)
 kratos: bin/kratos

@@ -12,14 +12,13 @@ import (
 // anything, and "sandbox" keeps a downloaded HTML or SVG file that a
 // browser renders from running script or reaching our origin's cookies.
 //
-// docsCSP is the one place to adjust when /docs changes: the page served
-// today is self-contained (inline <style>, no script, no external
-// resource). A bundled renderer (Redoc or similar) served from this binary
-// will need at least script-src 'self' (and style-src for its inline
-// styles); never allow a CDN.
+// docsCSP is the one place to adjust when /docs changes. The page is Redoc
+// served from this binary (api/docs): its script from 'self' only, inline
+// styles (Redoc injects them at run time, no nonce support in 2.x), its
+// search index in a blob: worker, and fetches of /openapi.json. Never a CDN.
 const (
 	apiCSP  = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox"
-	docsCSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+	docsCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 	// docsPath is the route whose answer gets docsCSP.
 	docsPath = "/docs"
 	// hstsValue: browsers that reached us over HTTPS keep doing so for a

@@ -48,6 +48,12 @@ func TestRouteTableIsAuthorizedAndDocumented(t *testing.T) {
 		if r.Perm != nil && op["x-permission"] != r.Perm.String() {
 			t.Errorf("%s: openapi x-permission %v, route %s", name, op["x-permission"], r.Perm)
 		}
+		// Clients must know which calls bypass the session cache (a
+		// revoked session fails there at once).
+		desc, _ := op["description"].(string)
+		if says := strings.Contains(desc, "verified with Kratos (no cache)"); says != r.Fresh {
+			t.Errorf("%s: Fresh is %v, but the description says %q", name, r.Fresh, desc)
+		}
 		served[strings.ToLower(r.Method)+" "+oaPath] = true
 	}
 	for p, v := range paths {

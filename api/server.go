@@ -145,6 +145,7 @@ func New(d Deps, opts *Options) *Server {
 	s.app.Get("/readyz", s.readyz)
 	s.app.Get("/openapi.json", s.openapiJSON)
 	s.app.Get("/docs", s.docs)
+	s.app.Get("/docs/assets/:name", s.docsAssetHandler)
 	// Signed URLs of buckets that cannot sign (file://, mem://) point here;
 	// the HMAC signature in the query authorizes, not a session, so this is
 	// outside the route table (whose /v1 routes all need a session).

@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Said again when the script ends, whatever the outcome.
+browser_note=""
+on_exit() { if [ -n "$browser_note" ]; then echo "!!! $browser_note" >&2; fi; }
+trap on_exit EXIT
+
 PG_URL=${PROMANAGE_TEST_PG:-postgres://postgres@127.0.0.1:5432}
 export PROMANAGE_TEST_DATABASE_URL=${PROMANAGE_TEST_DATABASE_URL:-$PG_URL/promanage_test?sslmode=disable}
 export PROMANAGE_TEST_REDIS_URL=${PROMANAGE_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
@@ -37,7 +42,7 @@ if ! curl -sf "$PROMANAGE_TEST_KRATOS_URL/health/ready" >/dev/null; then
   SERVE_PUBLIC_BASE_URL=$PROMANAGE_TEST_KRATOS_URL/ SERVE_ADMIN_BASE_URL=$PROMANAGE_TEST_KRATOS_ADMIN_URL/ \
     bin/kratos serve -c deploy/kratos/kratos.yml -c "$PROMANAGE_TEST_SECRETS_DIR/kratos.json" --dev >.data/kratos-test.log 2>&1 &
   KRATOS_PID=$!
-  trap 'kill $KRATOS_PID 2>/dev/null || true' EXIT
+  trap 'kill $KRATOS_PID 2>/dev/null || true; on_exit' EXIT
   for _ in $(seq 1 100); do
     curl -sf "$PROMANAGE_TEST_KRATOS_URL/health/ready" >/dev/null && break
     sleep 0.2
@@ -47,6 +52,31 @@ elif [ ! -f "$PROMANAGE_TEST_SECRETS_DIR/jwks.public.json" ]; then
   echo "a Kratos answers on port $KRATOS_PORT but its secrets are not in $PROMANAGE_TEST_SECRETS_DIR:"
   echo "stop it, or run with another PROMANAGE_TEST_KRATOS_PORT"
   exit 1
+fi
+
+# The API reference and its contract checks: the renderer built into the binary, the two
+# independent OpenAPI validators (pinned in tools/openapi-validators/package-lock.json), and
+# Debian's chromium for the browser test. Missing assets or validators fail the run; a
+# browser that cannot be installed skips that one test, loudly (here and at the end).
+mkdir -p .data
+bash scripts/docs-assets.sh
+export PROMANAGE_TEST_DOCS=require
+validators=tools/openapi-validators
+if ! cmp -s "$validators/package-lock.json" "$validators/node_modules/.installed-lock.json" 2>/dev/null; then
+  npm ci --prefix "$validators" --no-audit --no-fund --loglevel=error >&2
+  cp "$validators/package-lock.json" "$validators/node_modules/.installed-lock.json"
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y --no-install-recommends chromium >.data/chromium-install.log 2>&1 \
+      || { apt-get update >>.data/chromium-install.log 2>&1 && apt-get install -y --no-install-recommends chromium >>.data/chromium-install.log 2>&1; } || true
+  fi
+fi
+if command -v chromium >/dev/null 2>&1; then
+  export PROMANAGE_TEST_BROWSER=require
+else
+  browser_note="chromium could not be installed (see .data/chromium-install.log): TestDocsPageInChromium was SKIPPED, not passed"
+  echo "!!! $browser_note" >&2
 fi
 
 if [ -x scripts/azurite.sh ] || [ -f scripts/azurite.sh ]; then

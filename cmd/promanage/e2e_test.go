@@ -33,6 +33,7 @@ func server(t *testing.T, extra ...string) string {
 	go func() { done <- m.Run(ctx, args) }()
 	select {
 	case addr := <-ready:
+		watchContract(t, addr)
 		t.Cleanup(func() {
 			cancel()
 			if err := <-done; err != nil {
