@@ -7,13 +7,13 @@
 # Runs read-only: the process writes only to PROMANAGE_DATA_DIR and /tmp, which Kubernetes
 # mounts as emptyDir volumes (docker: --read-only --tmpfs /tmp -v promanage-data:/var/lib/promanage).
 
-ARG NODE_VERSION=22
-
 # The API reference's renderer (Redoc) is fetched from npm at a pinned version and verified
 # integrity (never kept in git); the build stage embeds it into the binary (/docs works offline).
 # This stage only runs `npm pack` and a hash: the renderer's bytes are pinned by the sha512
-# integrity in scripts/docs-assets.sh, whatever Node 22 release this is.
-FROM --platform=$BUILDPLATFORM node:${NODE_VERSION}-bookworm-slim AS docs
+# integrity in scripts/docs-assets.sh, whatever Node 22 release this is. Pinned by digest like
+# every base image (Renovate keeps it current; the digest could not be checked against Docker
+# Hub from the build machine, which has no registry access).
+FROM --platform=$BUILDPLATFORM node:22-bookworm-slim@sha256:43ac6c60b8f89723f746e8a92ce91abd5017e627ce1ddfe4238355d3a30b772c AS docs
 WORKDIR /src
 COPY scripts/docs-assets.sh scripts/
 RUN bash scripts/docs-assets.sh
