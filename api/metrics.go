@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"gorm.io/gorm"
+
+	"github.com/promanage/promanage/tenant"
 )
 
 // Metrics is the API's Prometheus registry.
@@ -39,18 +41,21 @@ func NewMetrics(db *gorm.DB) *Metrics {
 	reg.MustRegister(m.requests, m.latency, m.inFlight,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if db != nil {
-		if sqlDB, err := db.DB(); err == nil {
-			reg.MustRegister(
-				prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "promanage_db_open_connections", Help: "Open database connections."},
-					func() float64 { return float64(sqlDB.Stats().OpenConnections) }),
-				prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "promanage_db_in_use_connections", Help: "Database connections in use."},
-					func() float64 { return float64(sqlDB.Stats().InUse) }),
-				prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "promanage_db_idle_connections", Help: "Idle database connections."},
-					func() float64 { return float64(sqlDB.Stats().Idle) }),
-				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "promanage_db_wait_count_total", Help: "Waits for a free database connection."},
-					func() float64 { return float64(sqlDB.Stats().WaitCount) }),
-			)
-		}
+		// The pool is pgxpool's (tenant.OpenDB); database/sql keeps no idle
+		// connections of its own, so its statistics would say little.
+		stat := func() tenant.PoolStats { st, _ := tenant.Stats(db); return st }
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "promanage_db_open_connections", Help: "Open database connections."},
+				func() float64 { return float64(stat().TotalConns) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "promanage_db_in_use_connections", Help: "Database connections in use."},
+				func() float64 { return float64(stat().AcquiredConns) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "promanage_db_idle_connections", Help: "Idle database connections."},
+				func() float64 { return float64(stat().IdleConns) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "promanage_db_wait_count_total", Help: "Acquisitions that waited for a free database connection (or dialled a new one)."},
+				func() float64 { return float64(stat().EmptyAcquireCount) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "promanage_db_acquire_timeouts_total", Help: "Waits for a database connection that hit PROMANAGE_DB_ACQUIRE_TIMEOUT (answered 503)."},
+				func() float64 { return float64(stat().AcquireTimeouts) }),
+		)
 	}
 	return m
 }
