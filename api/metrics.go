@@ -20,6 +20,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	deps     *prometheus.GaugeVec
 }
 
 // NewMetrics registers the HTTP, DB pool and Go runtime metrics. db may be nil.
@@ -37,8 +38,11 @@ func NewMetrics(db *gorm.DB) *Metrics {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "promanage_http_in_flight_requests", Help: "HTTP requests being served.",
 		}),
+		deps: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "promanage_dependency_up", Help: "1 if the dependency answered this process's last readiness check, else 0.",
+		}, []string{"dependency"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.inFlight,
+	reg.MustRegister(m.requests, m.latency, m.inFlight, m.deps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if db != nil {
 		// The pool is pgxpool's (tenant.OpenDB); database/sql keeps no idle
@@ -58,6 +62,14 @@ func NewMetrics(db *gorm.DB) *Metrics {
 		)
 	}
 	return m
+}
+
+func (m *Metrics) dependencyUp(name string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.deps.WithLabelValues(name).Set(v)
 }
 
 func (m *Metrics) observe(method, route string, status int, d time.Duration) {

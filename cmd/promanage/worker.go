@@ -29,12 +29,7 @@ func (m *Main) runWorker(ctx context.Context, args []string) error {
 	metrics := api.NewMetrics(a.db)
 	health := fiber.New(fiber.Config{DisableStartupMessage: true})
 	health.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
-	health.Get("/readyz", func(c *fiber.Ctx) error {
-		if err := a.db.WithContext(c.UserContext()).Exec("SELECT 1").Error; err != nil {
-			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "checks": fiber.Map{"postgres": "unavailable"}})
-		}
-		return c.JSON(fiber.Map{"status": "ok"})
-	})
+	health.Get("/readyz", api.ReadyHandler(a.readyChecks(), metrics))
 	health.Get("/metrics", metricsHandler(metrics))
 	ln, err := net.Listen("tcp", m.Config.HTTPAddr)
 	if err != nil {
