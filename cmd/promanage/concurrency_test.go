@@ -215,3 +215,73 @@ func tenantTable(t *testing.T, slug, table string) string {
 	}
 	return `"` + schema + `".` + table
 }
+
+// A row held locked elsewhere and a pool held full answer 503 with
+// Retry-After after their bounds (lock_timeout, the acquire timeout),
+// never a hang to the request timeout and never 500; once the lock is
+// released everything works again without a restart.
+func TestLockAndPoolWaitsAnswer503(t *testing.T) {
+	base := server(t, "-db-max-conns", "2", "-db-acquire-timeout", "500ms", "-db-lock-timeout", "1500ms")
+	owner := client{t: t, base: base, token: testenv.SignUp(t, "locked").Token}
+	slug := testenv.Slug("locked")
+	owner.want(201, "POST", "/v1/tenants", map[string]string{"slug": slug})
+	r := owner.want(201, "POST", "/v1/tenants/"+slug+"/projects", projectBody("LOCK", 1000)).json(t)
+	id, etag := r["id"].(string), r["etag"].(string)
+	path := "/v1/tenants/" + slug + "/projects/" + id
+	owner.want(200, "GET", path, nil) // session, tenant and role are cached now
+
+	holder := testenv.DB(t).Begin()
+	if err := holder.Exec("SELECT 1 FROM "+tenantTable(t, slug, "projects")+" WHERE id = ? FOR UPDATE", id).Error; err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			holder.Rollback()
+			released = true
+		}
+	}
+	t.Cleanup(release)
+
+	patch := func() call {
+		req, _ := http.NewRequest("PATCH", base+path, bytes.NewReader(jsonBody(map[string]any{"name": "renamed"})))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+owner.token)
+		req.Header.Set("If-Match", etag)
+		start := time.Now()
+		resp, err := loadClient.Do(req)
+		if err != nil {
+			return call{err: err, took: time.Since(start)}
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.Header.Get("Retry-After") == "" && resp.StatusCode == 503 {
+			return call{status: resp.StatusCode, body: append(b, []byte(" (no Retry-After)")...), took: time.Since(start)}
+		}
+		return call{status: resp.StatusCode, body: b, took: time.Since(start)}
+	}
+	// Two writers wait for the row lock, each holding one of the two
+	// connections; a reader then finds the pool full.
+	writes := make([]call, 2)
+	var wg sync.WaitGroup
+	for i := range writes {
+		wg.Add(1)
+		go func() { defer wg.Done(); writes[i] = patch() }()
+	}
+	time.Sleep(400 * time.Millisecond)
+	read := doCall(base, owner.token, "GET", path, "", nil)
+	wg.Wait()
+	if read.err != nil || read.status != 503 || read.took > 10*time.Second {
+		t.Fatalf("read on a full pool: %d in %v: %s %v", read.status, read.took, read.body, read.err)
+	}
+	for _, w := range writes {
+		if w.err != nil || w.status != 503 || w.took > 10*time.Second || bytes.Contains(w.body, []byte("no Retry-After")) {
+			t.Fatalf("write behind a held lock: %d in %v: %s %v", w.status, w.took, w.body, w.err)
+		}
+	}
+	t.Logf("full pool: 503 after %v; held lock: 503 after %v and %v", read.took.Round(time.Millisecond),
+		writes[0].took.Round(time.Millisecond), writes[1].took.Round(time.Millisecond))
+	release()
+	owner.want(200, "GET", path, nil)
+	owner.want(200, "PATCH", path, map[string]any{"name": "renamed"}, "If-Match", etag)
+}
