@@ -61,6 +61,7 @@ type Config struct {
 	DBIdleInTxTimeout  time.Duration
 	WriteQueueWait     time.Duration
 	PluginSlotWait     time.Duration
+	OutboxLease        time.Duration
 }
 
 type setting struct {
@@ -113,6 +114,7 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_DB_IDLE_IN_TX_TIMEOUT", flag: "db-idle-in-tx-timeout", def: "15s", help: "idle_in_transaction_session_timeout of the pool's sessions (0 = server default)", dur: &c.DBIdleInTxTimeout},
 		{env: "PROMANAGE_WRITE_QUEUE_WAIT", flag: "write-queue-wait", def: "3s", help: "how long a validated expense waits for its turn on a busy project in this process before it answers 503", dur: &c.WriteQueueWait},
 		{env: "PROMANAGE_PLUGIN_SLOT_WAIT", flag: "plugin-slot-wait", def: "3s", help: "how long a plugin call waits for a free call slot (tenant and process caps) before a fail_closed validation answers 503", dur: &c.PluginSlotWait},
+		{env: "PROMANAGE_OUTBOX_LEASE", flag: "outbox-lease", def: "60s", help: "how long a worker's claim of an outbox event is exclusive; a crashed worker's events are retried after it", dur: &c.OutboxLease},
 		{env: "PROMANAGE_PLUGIN_CACHE_TTL", flag: "plugin-cache-ttl", def: "2s", help: "how long a process trusts its cached list of a tenant's plugins (other replicas see a change within it)", dur: &c.PluginCacheTTL},
 	}
 }
