@@ -85,9 +85,19 @@ type ExpenseService struct {
 	Now    func() time.Time
 	Events EventSink
 	Hooks  ValidationHooks
-	// Queue makes expenses of one project take turns in this process (nil:
-	// no queue; the transaction's re-check alone keeps them correct).
+	// Queue makes expenses of one project take turns in this process; nil
+	// uses the service's own queue with the default wait. (Across replicas
+	// the transaction's re-check keeps them correct.)
 	Queue *WriteQueue
+
+	ownQueue WriteQueue
+}
+
+func (s *ExpenseService) queue() *WriteQueue {
+	if s.Queue != nil {
+		return s.Queue
+	}
+	return &s.ownQueue
 }
 
 // latestSpentOn is the latest date an expense may carry: today where the
@@ -140,15 +150,20 @@ func (s *ExpenseService) Create(ctx context.Context, sc tenant.Scope, actor Acto
 	}
 	row := expenseRow{ID: id, ProjectID: projectID, AmountMinor: in.AmountMinor, Currency: in.Currency, Category: in.Category,
 		SpentOn: in.SpentOn.Time(), Note: in.Note, Version: 1, CreatedBy: actor.UserID, CreatedAt: time.Now().UTC()}
-	leave, err := s.Queue.enter(ctx, sc.Schema+"/"+projectID.String())
+	turn, err := s.queue().enter(ctx, sc.Schema+"/"+projectID.String())
 	if err != nil {
 		return nil, err
 	}
-	defer leave()
+	defer turn.leave()
 	err = retryStale("the project's budget or spending", func() error {
-		st, err := loadProjectState(s.DB.WithContext(ctx), sc, projectID, "")
-		if err != nil {
-			return err
+		// The previous writer of this project in this process left the
+		// state its write committed: under contention that saves the load.
+		// The transaction re-checks it like a loaded one.
+		st, _ := turn.cached().(*projectState)
+		if st == nil {
+			if st, err = loadProjectState(s.DB.WithContext(ctx), sc, projectID, ""); err != nil {
+				return err
+			}
 		}
 		if _, err := st.checkExpense(in.AmountMinor, in.Currency); err != nil {
 			return err
@@ -159,7 +174,8 @@ func (s *ExpenseService) Create(ctx context.Context, sc tenant.Scope, actor Acto
 			Project: st.context()}); err != nil {
 			return err
 		}
-		return sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+		var committed projectState
+		err = sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
 			// NO KEY UPDATE serialises expenses of one project without
 			// blocking the foreign-key checks of task and milestone inserts.
 			// The spending is read by a second statement, after the lock,
@@ -194,8 +210,13 @@ func (s *ExpenseService) Create(ctx context.Context, sc tenant.Scope, actor Acto
 					}
 				}
 			}
+			committed = projectState{row: cur.row, spent: after, expenses: cur.expenses + 1}
 			return nil
 		})
+		if err == nil {
+			turn.keep(&committed)
+		}
+		return err
 	})
 	if err != nil {
 		return nil, domainErr("record expense", err)

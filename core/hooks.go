@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -124,7 +125,9 @@ const MaxWriteAttempts = 3
 var errStale = errors.New("the state the validation hooks decided on changed")
 
 // retryStale runs attempt until it returns anything but errStale, at most
-// MaxWriteAttempts times; then it answers ECONFLICT with what.
+// MaxWriteAttempts times; then it answers ECONFLICT with what. Between
+// attempts it waits a few random milliseconds (no connection is held), so
+// writers of other replicas that collided do not collide again in step.
 func retryStale(what string, attempt func() error) error {
 	for i := 1; ; i++ {
 		err := attempt()
@@ -134,6 +137,7 @@ func retryStale(what string, attempt func() error) error {
 		if i == MaxWriteAttempts {
 			return &Error{Code: ECONFLICT, Message: what + " changed concurrently several times while the change was validated; retry"}
 		}
+		time.Sleep(time.Duration(1+rand.IntN(5*i)) * time.Millisecond)
 	}
 }
 
@@ -153,16 +157,26 @@ type WriteQueue struct {
 type queueSlot struct {
 	turn chan struct{} // holds a token while someone's turn runs
 	refs int
+	// state is what the last turn left for the next one (the state its
+	// write committed), read and written only by the turn's holder.
+	state any
 }
 
 // DefaultWriteQueueWait is WriteQueue.Wait when not set.
 const DefaultWriteQueueWait = 3 * time.Second
 
-// enter waits for key's turn; the returned function ends it. A nil queue
-// lets everyone through.
-func (q *WriteQueue) enter(ctx context.Context, key string) (leave func(), err error) {
+// queueTurn is a writer's turn on a key.
+type queueTurn struct {
+	q    *WriteQueue
+	key  string
+	slot *queueSlot
+}
+
+// enter waits for key's turn; leave ends it. A nil queue lets everyone
+// through at once.
+func (q *WriteQueue) enter(ctx context.Context, key string) (*queueTurn, error) {
 	if q == nil {
-		return func() {}, nil
+		return &queueTurn{}, nil
 	}
 	q.mu.Lock()
 	if q.slots == nil {
@@ -175,13 +189,6 @@ func (q *WriteQueue) enter(ctx context.Context, key string) (leave func(), err e
 	}
 	s.refs++
 	q.mu.Unlock()
-	release := func() {
-		q.mu.Lock()
-		if s.refs--; s.refs == 0 {
-			delete(q.slots, key)
-		}
-		q.mu.Unlock()
-	}
 	wait := q.Wait
 	if wait <= 0 {
 		wait = DefaultWriteQueueWait
@@ -190,12 +197,46 @@ func (q *WriteQueue) enter(ctx context.Context, key string) (leave func(), err e
 	defer t.Stop()
 	select {
 	case s.turn <- struct{}{}:
-		return func() { <-s.turn; release() }, nil
+		return &queueTurn{q: q, key: key, slot: s}, nil
 	case <-t.C:
-		release()
+		q.drop(key, s)
 		return nil, &Error{Code: EUNAVAILABLE, Message: fmt.Sprintf("too many concurrent changes of this project: none could start within %v; retry shortly", wait)}
 	case <-ctx.Done():
-		release()
+		q.drop(key, s)
 		return nil, fmt.Errorf("wait for the write queue: %w", ctx.Err())
 	}
+}
+
+func (q *WriteQueue) drop(key string, s *queueSlot) {
+	q.mu.Lock()
+	if s.refs--; s.refs == 0 {
+		delete(q.slots, key) // nobody waits: the state left is dropped too
+	}
+	q.mu.Unlock()
+}
+
+// cached returns what the previous turn left and forgets it (nil if
+// nothing, or after a turn that left nothing).
+func (t *queueTurn) cached() any {
+	if t.slot == nil {
+		return nil
+	}
+	v := t.slot.state
+	t.slot.state = nil
+	return v
+}
+
+// keep leaves v for the next turn.
+func (t *queueTurn) keep(v any) {
+	if t.slot != nil {
+		t.slot.state = v
+	}
+}
+
+func (t *queueTurn) leave() {
+	if t.slot == nil {
+		return
+	}
+	<-t.slot.turn
+	t.q.drop(t.key, t.slot)
 }

@@ -289,7 +289,7 @@ func TestWritesRecheckWhatTheHookSaw(t *testing.T) {
 	})
 }
 
-func budgetGuard(t *testing.T, db *gorm.DB, tenantID uuid.UUID, maxBudget int64) *plugins.Registry {
+func budgetGuard(t testing.TB, db *gorm.DB, tenantID uuid.UUID, maxBudget int64) *plugins.Registry {
 	t.Helper()
 	ctx := context.Background()
 	wasm, err := os.ReadFile(filepath.Join("..", "examples", "plugins", "budget-guard", "budget-guard.wasm"))
@@ -329,7 +329,7 @@ func TestBudgetGuardHoldsUnderConcurrency(t *testing.T) {
 	}{
 		{"OneProcess", []*core.ExpenseService{{DB: db, Hooks: hooks, Queue: &core.WriteQueue{}}}},
 		{"TwoReplicas", []*core.ExpenseService{{DB: db, Hooks: hooks, Queue: &core.WriteQueue{}}, {DB: db, Hooks: hooks, Queue: &core.WriteQueue{}}}},
-		{"NoQueues", []*core.ExpenseService{{DB: db, Hooks: hooks}, {DB: db, Hooks: hooks}, {DB: db, Hooks: hooks}}},
+		{"ThreeReplicas", []*core.ExpenseService{{DB: db, Hooks: hooks}, {DB: db, Hooks: hooks}, {DB: db, Hooks: hooks}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
