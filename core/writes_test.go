@@ -376,3 +376,58 @@ func TestBudgetGuardHoldsUnderConcurrency(t *testing.T) {
 		})
 	}
 }
+
+// A fail_closed plugin that cannot get a call slot within the slot wait
+// (here: the tenant's only slot is held by a looping plugin call) answers
+// EUNAVAILABLE (503), not a rejection and not a hang; a fail_open one is
+// skipped and the change goes through.
+func TestBusyPluginAnswers503(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.DB(t)
+	tn, owner := workTenant(t, db)
+	sc := tn.Scope()
+	host, err := plugins.NewHost(ctx, &plugins.Options{TenantConcurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { host.Close(context.Background()) })
+	reg := plugins.NewRegistry(db, host, nil, &plugins.RegistryOptions{SlotWait: 200 * time.Millisecond,
+		SecretKey: []byte("test-only-secret-key-for-busy-plugins")})
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	wasm, err := os.ReadFile(filepath.Join("..", "plugins", "testdata", "loop.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _, err := reg.Upload(ctx, tn.ID, core.Actor{}, wasm, plugins.Manifest{Name: "loop", Hooks: []string{"project.validate"}, TimeoutMS: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	projects := &core.ProjectService{DB: db, Hooks: core.ValidationHooks{Runner: reg}}
+	for _, policy := range []string{plugins.FailClosed, plugins.FailOpen} {
+		t.Run(policy, func(t *testing.T) {
+			p := policy
+			if info, err = reg.Update(ctx, tn.ID, core.Actor{}, info.ID, info.Revision, plugins.PluginUpdate{FailurePolicy: &p}); err != nil {
+				t.Fatal(err)
+			}
+			first := make(chan error, 1)
+			go func() { // holds the tenant's only slot until the plugin's deadline
+				_, err := projects.Create(ctx, sc, owner, core.ProjectInput{Key: "H" + strings.ToUpper(uuid.NewString()[:6]), Name: "holder"})
+				first <- err
+			}()
+			time.Sleep(300 * time.Millisecond)
+			start := time.Now()
+			_, err := projects.Create(ctx, sc, owner, core.ProjectInput{Key: "W" + strings.ToUpper(uuid.NewString()[:6]), Name: "waiter"})
+			waited := time.Since(start)
+			holder := <-first
+			if waited > time.Second {
+				t.Fatalf("the waiter took %v: the slot wait is 200ms", waited)
+			}
+			if policy == plugins.FailClosed {
+				wantCode(t, err, core.EUNAVAILABLE)
+				wantCode(t, holder, core.EPLUGINREJECTED) // the looping plugin timed out: its own failure
+			} else if err != nil || holder != nil {
+				t.Fatalf("fail_open: waiter %v, holder %v; want both created", err, holder)
+			}
+		})
+	}
+}
