@@ -17,8 +17,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -122,7 +125,8 @@ func OpenDB(ctx context.Context, url string, opts *DBOptions) (*gorm.DB, error) 
 	if err != nil {
 		return nil, fmt.Errorf("open database pool: %w", err)
 	}
-	conn := &boundedConnector{Connector: stdlib.GetPoolConnector(pool), pool: pool, acquire: o.AcquireTimeout}
+	conn := &boundedConnector{Connector: stdlib.GetPoolConnector(pool), pool: pool, acquire: o.AcquireTimeout,
+		tx: newTenantTxGate(max(1, o.MaxOpenConns/2))}
 	sqlDB := sql.OpenDB(conn)
 	// Idle connections live in the pool, not in database/sql: a connection
 	// idle in database/sql would be invisible to a waiter in the pool.
@@ -155,6 +159,7 @@ type boundedConnector struct {
 	pool     *pgxpool.Pool
 	acquire  time.Duration
 	timeouts atomic.Int64
+	tx       *tenantTxGate
 }
 
 func (c *boundedConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -182,6 +187,70 @@ func (c *boundedConnector) Close() error {
 type poolDriver struct {
 	driver.Driver
 	c *boundedConnector
+}
+
+// connectorOf returns the connector of a handle opened by OpenDB (nil for
+// any other handle, e.g. a transaction's).
+func connectorOf(db *gorm.DB) *boundedConnector {
+	sqlDB, ok := db.Statement.ConnPool.(*sql.DB)
+	if !ok {
+		return nil
+	}
+	d, ok := sqlDB.Driver().(poolDriver)
+	if !ok {
+		return nil
+	}
+	return d.c
+}
+
+// tenantTxGate lets each tenant hold at most share of the pool's
+// connections in transactions at once; more of its transactions wait (no
+// connection held) at most the acquire timeout. One tenant's burst of
+// writes then cannot fill the pool and the queue for it, so other tenants'
+// requests find a connection at once.
+type tenantTxGate struct {
+	share   int
+	mu      sync.Mutex
+	tenants map[uuid.UUID]*tenantTxSlots
+}
+
+type tenantTxSlots struct {
+	ch   chan struct{}
+	refs int
+}
+
+func newTenantTxGate(share int) *tenantTxGate {
+	return &tenantTxGate{share: share, tenants: map[uuid.UUID]*tenantTxSlots{}}
+}
+
+func (g *tenantTxGate) enter(ctx context.Context, tenantID uuid.UUID, wait time.Duration) (release func(), err error) {
+	g.mu.Lock()
+	s := g.tenants[tenantID]
+	if s == nil {
+		s = &tenantTxSlots{ch: make(chan struct{}, g.share)}
+		g.tenants[tenantID] = s
+	}
+	s.refs++
+	g.mu.Unlock()
+	drop := func() {
+		g.mu.Lock()
+		if s.refs--; s.refs == 0 {
+			delete(g.tenants, tenantID)
+		}
+		g.mu.Unlock()
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case s.ch <- struct{}{}:
+		return func() { <-s.ch; drop() }, nil
+	case <-t.C:
+		drop()
+		return nil, fmt.Errorf("%w: the tenant already has %d transactions open (waited %v)", ErrPoolTimeout, g.share, wait)
+	case <-ctx.Done():
+		drop()
+		return nil, ctx.Err()
+	}
 }
 
 // PoolStats describes the connection pool of a handle opened by OpenDB.

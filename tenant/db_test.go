@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,5 +148,43 @@ func TestSessionTimeoutsAndUnavailable(t *testing.T) {
 	// The pool recovers from the terminated session by itself.
 	if err := db.Exec("SELECT 1").Error; err != nil {
 		t.Fatalf("after a terminated session: %v", err)
+	}
+}
+
+// A tenant holds at most half of the pool in transactions: its next
+// transaction waits (holding no connection) and fails after the acquire
+// bound, while another tenant's transactions and reads get connections at
+// once.
+func TestTenantHoldsAtMostHalfThePoolInTransactions(t *testing.T) {
+	db := openPool(t, tenant.DBOptions{MaxOpenConns: 4, AcquireTimeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	reg := tenant.NewRegistry(testenv.DB(t), nil)
+	a, b := provision(t, reg, 0).Scope(), provision(t, reg, 0).Scope()
+	hold := make(chan struct{})
+	var held sync.WaitGroup
+	for range 2 { // a's share: 2 of 4
+		held.Add(1)
+		go a.Tx(ctx, db, func(*gorm.DB) error { held.Done(); <-hold; return nil })
+	}
+	held.Wait()
+	t.Cleanup(func() { close(hold) })
+
+	start := time.Now()
+	err := a.Tx(ctx, db, func(*gorm.DB) error { return nil })
+	if !errors.Is(err, tenant.ErrPoolTimeout) || !tenant.Unavailable(err) {
+		t.Fatalf("a's third transaction: %v, want ErrPoolTimeout", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("a's third transaction failed after %v, before the 300ms bound", d)
+	}
+	start = time.Now()
+	if err := b.Tx(ctx, db, func(tx *gorm.DB) error { return tx.Exec("SELECT 1").Error }); err != nil {
+		t.Fatalf("b's transaction while a holds its share: %v", err)
+	}
+	if err := db.WithContext(ctx).Exec("SELECT 1").Error; err != nil {
+		t.Fatalf("a read while a holds its share: %v", err)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Fatalf("b waited %v", d)
 	}
 }
