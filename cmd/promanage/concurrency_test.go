@@ -237,22 +237,17 @@ func tenantTable(t *testing.T, slug, table string) string {
 
 // A row held locked elsewhere and a pool held full answer 503 with
 // Retry-After after their bounds (lock_timeout, the acquire timeout),
-// never a hang to the request timeout and never 500; once the lock is
-// released everything works again without a restart.
+// never a hang to the request timeout and never 500; once the locks are
+// released everything works again without a restart. (A tenant may hold
+// only half of the pool in transactions, so it takes two tenants' writers
+// to fill it: TestTenantHoldsAtMostHalfThePoolInTransactions.)
 func TestLockAndPoolWaitsAnswer503(t *testing.T) {
+	// Two connections: each tenant may hold one in a transaction.
 	base := server(t, "-db-max-conns", "2", "-db-acquire-timeout", "500ms", "-db-lock-timeout", "1500ms")
 	owner := client{t: t, base: base, token: testenv.SignUp(t, "locked").Token}
-	slug := testenv.Slug("locked")
-	owner.want(201, "POST", "/v1/tenants", map[string]string{"slug": slug})
-	r := owner.want(201, "POST", "/v1/tenants/"+slug+"/projects", projectBody("LOCK", 1000)).json(t)
-	id, etag := r["id"].(string), r["etag"].(string)
-	path := "/v1/tenants/" + slug + "/projects/" + id
-	owner.want(200, "GET", path, nil) // session, tenant and role are cached now
-
+	type target struct{ slug, path, etag string }
+	var targets []target
 	holder := testenv.DB(t).Begin()
-	if err := holder.Exec("SELECT 1 FROM "+tenantTable(t, slug, "projects")+" WHERE id = ? FOR UPDATE", id).Error; err != nil {
-		t.Fatal(err)
-	}
 	released := false
 	release := func() {
 		if !released {
@@ -261,12 +256,23 @@ func TestLockAndPoolWaitsAnswer503(t *testing.T) {
 		}
 	}
 	t.Cleanup(release)
+	for range 2 {
+		slug := testenv.Slug("locked")
+		owner.want(201, "POST", "/v1/tenants", map[string]string{"slug": slug})
+		r := owner.want(201, "POST", "/v1/tenants/"+slug+"/projects", projectBody("LOCK", 1000)).json(t)
+		path := "/v1/tenants/" + slug + "/projects/" + r["id"].(string)
+		owner.want(200, "GET", path, nil) // session, tenant and role are cached now
+		if err := holder.Exec("SELECT 1 FROM "+tenantTable(t, slug, "projects")+" WHERE id = ? FOR UPDATE", r["id"]).Error; err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, target{slug, path, r["etag"].(string)})
+	}
 
-	patch := func() call {
-		req, _ := http.NewRequest("PATCH", base+path, bytes.NewReader(jsonBody(map[string]any{"name": "renamed"})))
+	patch := func(tg target) call {
+		req, _ := http.NewRequest("PATCH", base+tg.path, bytes.NewReader(jsonBody(map[string]any{"name": "renamed"})))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+owner.token)
-		req.Header.Set("If-Match", etag)
+		req.Header.Set("If-Match", tg.etag)
 		start := time.Now()
 		resp, err := loadClient.Do(req)
 		if err != nil {
@@ -279,28 +285,31 @@ func TestLockAndPoolWaitsAnswer503(t *testing.T) {
 		}
 		return call{status: resp.StatusCode, body: b, took: time.Since(start)}
 	}
-	// Two writers wait for the row lock, each holding one of the two
-	// connections; a reader then finds the pool full.
-	writes := make([]call, 2)
+	want503 := func(what string, c call) {
+		t.Helper()
+		if c.err != nil || c.status != 503 || c.took > 10*time.Second || bytes.Contains(c.body, []byte("no Retry-After")) {
+			t.Fatalf("%s: %d in %v: %s %v", what, c.status, c.took, c.body, c.err)
+		}
+		t.Logf("%s: 503 after %v", what, c.took.Round(time.Millisecond))
+	}
+	// One writer per tenant waits for its row lock, each holding one of
+	// the two connections.
+	writes := make([]call, len(targets))
 	var wg sync.WaitGroup
-	for i := range writes {
+	for i, tg := range targets {
 		wg.Add(1)
-		go func() { defer wg.Done(); writes[i] = patch() }()
+		go func() { defer wg.Done(); writes[i] = patch(tg) }()
 	}
 	time.Sleep(400 * time.Millisecond)
-	read := doCall(base, owner.token, "GET", path, "", nil)
+	// A read finds the pool full.
+	want503("a read on a full pool", doCall(base, owner.token, "GET", targets[1].path, "", nil))
 	wg.Wait()
-	if read.err != nil || read.status != 503 || read.took > 10*time.Second {
-		t.Fatalf("read on a full pool: %d in %v: %s %v", read.status, read.took, read.body, read.err)
-	}
 	for _, w := range writes {
-		if w.err != nil || w.status != 503 || w.took > 10*time.Second || bytes.Contains(w.body, []byte("no Retry-After")) {
-			t.Fatalf("write behind a held lock: %d in %v: %s %v", w.status, w.took, w.body, w.err)
-		}
+		want503("a write behind a held row lock", w)
 	}
-	t.Logf("full pool: 503 after %v; held lock: 503 after %v and %v", read.took.Round(time.Millisecond),
-		writes[0].took.Round(time.Millisecond), writes[1].took.Round(time.Millisecond))
 	release()
-	owner.want(200, "GET", path, nil)
-	owner.want(200, "PATCH", path, map[string]any{"name": "renamed"}, "If-Match", etag)
+	for _, tg := range targets {
+		owner.want(200, "GET", tg.path, nil)
+		owner.want(200, "PATCH", tg.path, map[string]any{"name": "renamed"}, "If-Match", tg.etag)
+	}
 }
