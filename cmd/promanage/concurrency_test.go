@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/promanage/promanage/internal/testenv"
+	"github.com/promanage/promanage/storage/storagetest"
 )
 
 // call is one request of a load run, safe to make from any goroutine.
@@ -311,5 +314,40 @@ func TestLockAndPoolWaitsAnswer503(t *testing.T) {
 	for _, tg := range targets {
 		owner.want(200, "GET", tg.path, nil)
 		owner.want(200, "PATCH", tg.path, map[string]any{"name": "renamed"}, "If-Match", tg.etag)
+	}
+}
+
+// An unreachable bucket (an S3 endpoint nobody serves) makes uploads answer
+// 503 with Retry-After within a few seconds, leaves nothing behind, and does
+// not fail readiness (it is reported).
+func TestBucketDownAnswers503(t *testing.T) {
+	s3 := storagetest.S3(t) // credentials and URL shape of a real S3 emulator
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	u, err := url.Parse(s3.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("endpoint", dead)
+	u.RawQuery = q.Encode()
+	base := server(t, "-blob-url", u.String())
+	f := newDocFixture(t, base, "nobucket")
+	ct, body := multipartBody(t, formPart{name: "title", body: []byte("t")}, fileOf("a.txt", []byte("hello")))
+	r := doCall(base, f.owner.token, "POST", f.docs(), ct, body)
+	if r.err != nil || r.status != 503 || r.took > 20*time.Second {
+		t.Fatalf("upload to an unreachable bucket: %d after %v: %s %v", r.status, r.took, r.body, r.err)
+	}
+	t.Logf("upload to an unreachable bucket: 503 after %v", r.took.Round(time.Millisecond))
+	if items := f.owner.want(200, "GET", f.docs(), nil).json(t)["items"].([]any); len(items) != 0 {
+		t.Fatalf("a document was recorded: %v", items)
+	}
+	ready := (client{t: t, base: base}).want(200, "GET", "/readyz", nil).json(t)
+	if ready["checks"].(map[string]any)["bucket"] != "unavailable" {
+		t.Fatalf("readyz: %v", ready)
 	}
 }
