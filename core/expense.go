@@ -156,6 +156,7 @@ func (s *ExpenseService) Create(ctx context.Context, sc tenant.Scope, actor Acto
 	}
 	defer turn.leave()
 	err = retryStale("the project's budget or spending", func() error {
+		var err error
 		// The previous writer of this project in this process left the
 		// state its write committed: under contention that saves the load.
 		// The transaction re-checks it like a loaded one.
@@ -242,22 +243,6 @@ func (st *projectState) checkExpense(amount int64, currency string) (int64, erro
 		return 0, Invalid(FieldError{Field: "amount_minor", Message: "the project's total spending would overflow a 64-bit integer"})
 	}
 	return after, nil
-}
-
-// spentOn returns the live spending of a project and the number of its
-// expenses. PostgreSQL sums bigint as numeric, so the total is parsed with
-// an overflow check rather than trusted to fit.
-func spentOn(tx *gorm.DB, sc tenant.Scope, projectID uuid.UUID) (int64, int64, error) {
-	var agg struct {
-		Spent string `gorm:"column:spent"`
-		N     int64  `gorm:"column:n"`
-	}
-	if err := tx.Raw("SELECT coalesce(sum(amount_minor), 0)::text AS spent, count(*) AS n FROM "+sc.Table("expenses")+
-		" WHERE project_id = ? AND deleted_at IS NULL", projectID).Scan(&agg).Error; err != nil {
-		return 0, 0, err
-	}
-	spent, err := parseMinor(agg.Spent)
-	return spent, agg.N, err
 }
 
 // parseMinor parses a total computed by PostgreSQL; a total beyond int64 is

@@ -613,11 +613,6 @@ func (st *projectState) context() *ProjectContext {
 	return &ProjectContext{ID: p.ID, Key: p.Key, Name: p.Name, Budget: p.Budget, BudgetSummary: budgetSummary(p.Budget, st.spent)}
 }
 
-// sameContext reports whether a hook that saw o would see st the same way,
-// apart from the spending (task and document hooks: the row's version
-// covers key, name and budget).
-func (st *projectState) sameContext(o *projectState) bool { return st.row.Version == o.row.Version }
-
 // sameBudget reports whether an expense hook that saw o would see st the
 // same way: the same row version (budget amount and currency) and the same
 // spending.
