@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 
-.PHONY: run build docs-assets test lint kratos plugins bench deploy-check clean
+.PHONY: run build docs-assets test lint kratos plugins bench chaos deploy-check clean
 
 ## run: build everything and start Postgres (if needed), Kratos, the API and the worker
 run: build kratos
@@ -41,6 +41,11 @@ plugins:
 ## bench: Go benchmarks (ratios against baselines run in the same process)
 bench: kratos
 	BENCH=1 bash scripts/test.sh
+
+## chaos: the long fault run: under load, Redis, Kratos, PostgreSQL (all private to the run)
+## and the worker are stopped and started again, three times each (a short run is in `make test`)
+chaos: kratos
+	PROMANAGE_CHAOS=long $(GO) test -count=1 -v -timeout 20m -run '^TestChaos$$' ./cmd/promanage
 
 ## deploy-check: offline validation of Dockerfile, k8s, Terraform and CI workflow
 deploy-check:

@@ -99,6 +99,12 @@ func errorHandler(c *fiber.Ctx, err error) error {
 			slog.ErrorContext(c.UserContext(), "request failed", "request_id", rid, "err", err)
 			p.Detail = "internal error"
 		}
+	case core.ErrorCode(err) == core.EUNAVAILABLE:
+		// A dependency failed for now (database unreachable or saturated,
+		// a lock or statement timeout, a bucket timing out): 503, never 500.
+		slog.ErrorContext(c.UserContext(), "request failed: dependency unavailable", "request_id", rid, "err", err)
+		p = problem{Status: http.StatusServiceUnavailable, Code: core.EUNAVAILABLE,
+			Detail: "a service this request needs is temporarily unavailable or busy; retry after the time in Retry-After"}
 	default:
 		slog.ErrorContext(c.UserContext(), "request failed", "request_id", rid, "err", err)
 		p = problem{Status: http.StatusInternalServerError, Code: core.EINTERNAL, Detail: "internal error"}
@@ -109,10 +115,19 @@ func errorHandler(c *fiber.Ctx, err error) error {
 	if p.Status == http.StatusUnauthorized {
 		c.Set("WWW-Authenticate", `Bearer realm="promanage"`)
 	}
+	if p.Status == http.StatusServiceUnavailable && len(c.Response().Header.Peek(fiber.HeaderRetryAfter)) == 0 {
+		c.Set(fiber.HeaderRetryAfter, retryAfterSeconds)
+	}
 	c.Status(p.Status)
 	c.Set(fiber.HeaderContentType, "application/problem+json")
 	b, _ := jsonMarshal(p)
 	return c.Send(b)
 }
+
+// retryAfterSeconds is the Retry-After of a 503: the bounded waits that
+// produce one (a pooled connection, a lock, a plugin slot, a busy project's
+// write queue) are a few seconds, and the outages the chaos run exercises
+// recover within a few seconds of the dependency returning.
+const retryAfterSeconds = "2"
 
 func errf(code, msg string) error { return &core.Error{Code: code, Message: msg} }

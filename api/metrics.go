@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -17,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"gorm.io/gorm"
+
+	"github.com/promanage/promanage/tenant"
 )
 
 // Metrics is the process's Prometheus registry: HTTP, database pool and Go
@@ -32,6 +33,7 @@ type Metrics struct {
 	mu       sync.Mutex
 	vecTypes map[string]string // fqName -> type of the vectors registered (see Catalog)
 	platform *platformGauges   // nil until EnablePlatform
+	deps     *prometheus.GaugeVec
 }
 
 // NewMetrics registers the HTTP, DB pool and Go runtime metrics. db may be nil
@@ -50,27 +52,31 @@ func NewMetrics(db *gorm.DB) *Metrics {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "promanage_http_in_flight_requests", Help: "HTTP requests being served.",
 		}),
+		deps: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "promanage_dependency_up", Help: "1 if the dependency answered this process's last readiness check, else 0.",
+		}, []string{"dependency"}),
 	}
-	stats := func() sql.DBStats {
+	// The pool is pgxpool's (tenant.OpenDB); database/sql keeps no idle
+	// connections of its own, so its statistics would say little.
+	stat := func() tenant.PoolStats {
 		if db == nil {
-			return sql.DBStats{}
+			return tenant.PoolStats{}
 		}
-		sqlDB, err := db.DB()
-		if err != nil {
-			return sql.DBStats{}
-		}
-		return sqlDB.Stats()
+		st, _ := tenant.Stats(db)
+		return st
 	}
-	m.MustRegister(m.requests, m.latency, m.inFlight,
+	m.MustRegister(m.requests, m.latency, m.inFlight, m.deps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "promanage_db_open_connections", Help: "Open database connections."},
-			func() float64 { return float64(stats().OpenConnections) }),
+			func() float64 { return float64(stat().TotalConns) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "promanage_db_in_use_connections", Help: "Database connections in use."},
-			func() float64 { return float64(stats().InUse) }),
+			func() float64 { return float64(stat().AcquiredConns) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "promanage_db_idle_connections", Help: "Idle database connections."},
-			func() float64 { return float64(stats().Idle) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "promanage_db_wait_count_total", Help: "Waits for a free database connection."},
-			func() float64 { return float64(stats().WaitCount) }),
+			func() float64 { return float64(stat().IdleConns) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "promanage_db_wait_count_total", Help: "Acquisitions that waited for a free database connection (or dialled a new one)."},
+			func() float64 { return float64(stat().EmptyAcquireCount) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "promanage_db_acquire_timeouts_total", Help: "Waits for a database connection that hit PROMANAGE_DB_ACQUIRE_TIMEOUT (answered 503)."},
+			func() float64 { return float64(stat().AcquireTimeouts) }),
 	)
 	return m
 }
@@ -116,6 +122,14 @@ func (m *Metrics) MustRegister(cs ...prometheus.Collector) {
 
 // Unregister removes c from the registry (prometheus.Registerer).
 func (m *Metrics) Unregister(c prometheus.Collector) bool { return m.Registry.Unregister(c) }
+
+func (m *Metrics) dependencyUp(name string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.deps.WithLabelValues(name).Set(v)
+}
 
 func (m *Metrics) observe(method, route string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()

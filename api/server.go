@@ -56,6 +56,13 @@ type Deps struct {
 type ReadyCheck struct {
 	Name  string
 	Check func(ctx context.Context) error
+	// Required marks what this process needs to serve at all (its database
+	// pool): only a required check failing makes /readyz answer 503. The
+	// others (Redis, Kratos, the bucket) are shared by every replica, so
+	// failing readiness on them would take every replica out of the load
+	// balancer at once during their outage; they are reported in the body
+	// and as promanage_dependency_up instead.
+	Required bool
 }
 
 // Options tunes the HTTP server.
@@ -173,33 +180,55 @@ func (s *Server) healthz(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ok"})
 }
 
-func (s *Server) readyz(c *fiber.Ctx) error {
-	ctx, cancel := context.WithTimeout(c.UserContext(), 3*time.Second)
-	defer cancel()
-	type result struct {
-		name string
-		err  error
-	}
-	ch := make(chan result, len(s.d.Ready))
-	for _, chk := range s.d.Ready {
-		go func() { ch <- result{chk.Name, chk.Check(ctx)} }()
-	}
-	checks := map[string]string{}
-	ok := true
-	for range s.d.Ready {
-		r := <-ch
-		if r.err != nil {
-			ok = false
-			checks[r.name] = "unavailable"
-			slog.WarnContext(ctx, "readiness check failed", "dependency", r.name, "err", r.err)
-		} else {
-			checks[r.name] = "ok"
+func (s *Server) readyz(c *fiber.Ctx) error { return ReadyHandler(s.d.Ready, s.metrics)(c) }
+
+// ReadyHandler answers /readyz: every check runs at once within 2 s; the
+// answer is 503 only if a Required check failed, and the body names the
+// state of each dependency. m, if set, records each as
+// promanage_dependency_up. The API and the worker serve the same handler.
+func ReadyHandler(checks []ReadyCheck, m *Metrics) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+		defer cancel()
+		type result struct {
+			chk ReadyCheck
+			err error
 		}
+		ch := make(chan result, len(checks))
+		for _, chk := range checks {
+			go func() { ch <- result{chk, chk.Check(ctx)} }()
+		}
+		states := map[string]string{}
+		ok := true
+		for range checks {
+			r := <-ch
+			up := r.err == nil
+			if m != nil {
+				m.dependencyUp(r.chk.Name, up)
+			}
+			if up {
+				states[r.chk.Name] = "ok"
+				continue
+			}
+			states[r.chk.Name] = "unavailable"
+			if r.chk.Required {
+				ok = false
+			}
+			slog.WarnContext(ctx, "readiness check failed", "dependency", r.chk.Name, "required", r.chk.Required, "err", r.err)
+		}
+		if !ok {
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "checks": states})
+		}
+		status := "ok"
+		if len(states) > 0 {
+			for _, v := range states {
+				if v != "ok" {
+					status = "degraded"
+				}
+			}
+		}
+		return c.JSON(fiber.Map{"status": status, "checks": states})
 	}
-	if !ok {
-		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "checks": checks})
-	}
-	return c.JSON(fiber.Map{"status": "ok", "checks": checks})
 }
 
 const localBody = "pm.body"

@@ -321,6 +321,7 @@ type documentRow struct {
 	SHA256         string    `gorm:"column:sha256"`
 	ContentType    string    `gorm:"column:content_type"`
 	Filename       string    `gorm:"column:filename"`
+	SameMetadata   bool      `gorm:"column:same_metadata"`
 }
 
 func (r *documentRow) document() *Document {
@@ -522,15 +523,16 @@ func (s *DocumentService) Create(ctx context.Context, sc tenant.Scope, actor Act
 	if err != nil {
 		return nil, err
 	}
-	if err := s.projectExists(s.DB.WithContext(ctx), sc, projectID, false); err != nil {
+	st, err := loadProjectState(s.DB.WithContext(ctx), sc, projectID, "")
+	if err != nil {
 		return nil, err
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, err
 	}
-	view := documentHookView{Title: title, Metadata: meta, Filename: filename}
-	ver, err := s.storeUpload(ctx, sc, actor, id, true, in, "create", view, nil)
+	view := documentHookView{ProjectID: projectID, Title: title, Metadata: meta, Filename: filename}
+	ver, err := s.storeUpload(ctx, sc, actor, id, true, in, view, ValidationRequest{Operation: OpCreate, Project: st.context()})
 	if err != nil {
 		return nil, err
 	}
@@ -564,63 +566,97 @@ func (s *DocumentService) Create(ctx context.Context, sc tenant.Scope, actor Act
 // get distinct, consecutive numbers. It returns the document as of the new
 // version, and the errors of Create (ENOTFOUND for the document).
 func (s *DocumentService) AddVersion(ctx context.Context, sc tenant.Scope, actor Actor, id uuid.UUID, in Upload) (*Document, error) {
-	cur, err := s.Get(ctx, sc, id)
+	cur, st, err := s.loadForChange(ctx, sc, id)
 	if err != nil {
 		return nil, err
 	}
 	filename := CleanFilename(in.Filename)
-	view := documentHookView{Title: cur.Title, Metadata: cur.Metadata, Filename: filename}
-	ver, err := s.storeUpload(ctx, sc, actor, id, false, in, "add_version", view, cur)
+	view := documentHookView{ProjectID: cur.ProjectID, Title: cur.Title, Metadata: cur.Metadata, Filename: filename}
+	ver, err := s.storeUpload(ctx, sc, actor, id, false, in, view, ValidationRequest{Operation: OpAddVersion, Current: cur, Project: st.context()})
 	if err != nil {
 		return nil, err
 	}
 	ver.Filename = filename
-	return s.commitExisting(ctx, sc, actor, id, ver, "document.version")
+	doc, err := s.commitExisting(ctx, sc, actor, id, ver, "document.version", cur)
+	if errors.Is(err, errStale) {
+		// The bytes are streamed and gone: an upload cannot run again.
+		return nil, &Error{Code: ECONFLICT, Message: "the document's title or metadata changed while the version was uploaded; upload it again"}
+	}
+	return doc, err
+}
+
+// loadForChange reads a live document and its project's state, the
+// "current" and "project" of a document.validate request.
+func (s *DocumentService) loadForChange(ctx context.Context, sc tenant.Scope, id uuid.UUID) (*Document, *projectState, error) {
+	cur, err := s.Get(ctx, sc, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := loadProjectState(s.DB.WithContext(ctx), sc, cur.ProjectID, "")
+	if ErrorCode(err) == ENOTFOUND {
+		return nil, nil, errDocNotFound // its project was deleted meanwhile
+	} else if err != nil {
+		return nil, nil, err
+	}
+	return cur, st, nil
 }
 
 // Restore makes a new version whose content is version n, copied inside
-// the bucket. It returns ENOTFOUND, EQUOTA, EUNSUPPORTED (the type is no
-// longer allowed), EPLUGINREJECTED, or an internal error if the copy fails.
+// the bucket. The document.validate hook runs before anything is reserved,
+// on the document and project as loaded; if the document's title or
+// metadata changed before the version is committed, the copy is discarded
+// and the restore runs again (at most MaxWriteAttempts times). It returns
+// ENOTFOUND, EQUOTA, EUNSUPPORTED (the type is no longer allowed),
+// EPLUGINREJECTED, ECONFLICT, or an error if the copy fails.
 func (s *DocumentService) Restore(ctx context.Context, sc tenant.Scope, actor Actor, id uuid.UUID, n int) (*Document, error) {
 	if n < 1 {
 		return nil, &Error{Code: ENOTFOUND, Message: "version not found"}
 	}
-	src, err := s.Version(ctx, sc, id, n)
+	var doc *Document
+	err := retryStale("the document", func() error {
+		src, err := s.Version(ctx, sc, id, n)
+		if err != nil {
+			return err
+		}
+		cur, st, err := s.loadForChange(ctx, sc, id)
+		if err != nil {
+			return err
+		}
+		limits, err := s.Limits(ctx, sc)
+		if err != nil {
+			return err
+		}
+		if !limits.AllowsContentType(src.ContentType) {
+			return unsupportedType(src.ContentType)
+		}
+		head, err := s.head(ctx, sc.ID, src)
+		if err != nil {
+			return err
+		}
+		view := documentHookView{ProjectID: cur.ProjectID, Title: cur.Title, Metadata: cur.Metadata, Filename: src.Filename,
+			ContentType: src.ContentType, Size: &src.Size, FirstBytes: base64.StdEncoding.EncodeToString(head), RestoredFrom: n}
+		if err := s.Hooks.validate(ctx, sc, ValidationRequest{Hook: HookDocumentValidate, Operation: OpRestore, Input: view,
+			Current: cur, Project: st.context()}); err != nil {
+			return err
+		}
+		version, _, err := s.reserve(ctx, sc, actor, id, false, src.Size, true, limits)
+		if err != nil {
+			return err
+		}
+		dst := storage.DocumentKey(sc.ID, id, version)
+		if err := s.copyBlob(ctx, storage.DocumentKey(sc.ID, id, n), dst, src); err != nil {
+			s.discard(ctx, sc, id, version, true)
+			return err
+		}
+		ver := &DocumentVersion{DocumentID: id, Version: version, Size: src.Size, SHA256: src.SHA256, MD5: src.MD5,
+			ContentType: src.ContentType, Filename: src.Filename, RestoredFrom: &n}
+		doc, err = s.commitExisting(ctx, sc, actor, id, ver, "document.restore", cur)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	cur, err := s.Get(ctx, sc, id)
-	if err != nil {
-		return nil, err
-	}
-	limits, err := s.Limits(ctx, sc)
-	if err != nil {
-		return nil, err
-	}
-	if !limits.AllowsContentType(src.ContentType) {
-		return nil, unsupportedType(src.ContentType)
-	}
-	head, err := s.head(ctx, sc.ID, src)
-	if err != nil {
-		return nil, err
-	}
-	view := documentHookView{Title: cur.Title, Metadata: cur.Metadata, Filename: src.Filename, ContentType: src.ContentType,
-		Size: &src.Size, FirstBytes: base64.StdEncoding.EncodeToString(head), RestoredFrom: n}
-	if err := s.Hooks.validate(ctx, sc, "document.validate", "restore", view, cur); err != nil {
-		return nil, err
-	}
-	version, _, err := s.reserve(ctx, sc, actor, id, false, src.Size, true, limits)
-	if err != nil {
-		return nil, err
-	}
-	dst := storage.DocumentKey(sc.ID, id, version)
-	if err := s.copyBlob(ctx, storage.DocumentKey(sc.ID, id, n), dst, src); err != nil {
-		s.discard(ctx, sc, id, version, true)
-		return nil, err
-	}
-	ver := &DocumentVersion{DocumentID: id, Version: version, Size: src.Size, SHA256: src.SHA256, MD5: src.MD5,
-		ContentType: src.ContentType, Filename: src.Filename, RestoredFrom: &n}
-	return s.commitExisting(ctx, sc, actor, id, ver, "document.restore")
+	return doc, nil
 }
 
 func (s *DocumentService) head(ctx context.Context, tenantID uuid.UUID, v *DocumentVersion) ([]byte, error) {
@@ -669,13 +705,14 @@ func (s *DocumentService) clearReservedKey(ctx context.Context, key string) erro
 }
 
 type documentHookView struct {
-	Title        string  `json:"title"`
-	Metadata     RawJSON `json:"metadata"`
-	Filename     string  `json:"filename,omitempty"`
-	ContentType  string  `json:"content_type,omitempty"`
-	Size         *int64  `json:"size,omitempty"`
-	FirstBytes   string  `json:"first_bytes_base64"`
-	RestoredFrom int     `json:"restored_from,omitempty"`
+	ProjectID    uuid.UUID `json:"project_id"`
+	Title        string    `json:"title"`
+	Metadata     RawJSON   `json:"metadata"`
+	Filename     string    `json:"filename,omitempty"`
+	ContentType  string    `json:"content_type,omitempty"`
+	Size         *int64    `json:"size,omitempty"`
+	FirstBytes   string    `json:"first_bytes_base64"`
+	RestoredFrom int       `json:"restored_from,omitempty"`
 }
 
 // storeUpload reserves a version number and quota, streams the body into
@@ -683,7 +720,7 @@ type documentHookView struct {
 // first byte is written), and runs in.Finish. It returns the version to
 // commit; on error the reservation and any blob are gone.
 func (s *DocumentService) storeUpload(ctx context.Context, sc tenant.Scope, actor Actor, id uuid.UUID, newDoc bool,
-	in Upload, op string, view documentHookView, current *Document) (*DocumentVersion, error) {
+	in Upload, view documentHookView, req ValidationRequest) (*DocumentVersion, error) {
 	limits, err := s.Limits(ctx, sc)
 	if err != nil {
 		return nil, err
@@ -728,7 +765,10 @@ func (s *DocumentService) storeUpload(ctx context.Context, sc tenant.Scope, acto
 			}
 			view.ContentType, view.Size = contentType, size
 			view.FirstBytes = base64.StdEncoding.EncodeToString(first)
-			return s.Hooks.validate(ctx, sc, "document.validate", op, view, current)
+			// Between the reservation's and the commit's transactions:
+			// no transaction is open and no connection held here.
+			req.Hook, req.Input = HookDocumentValidate, view
+			return s.Hooks.validate(ctx, sc, req)
 		},
 	})
 	if err != nil {
@@ -841,8 +881,10 @@ func quotaErr(need, left int64) error {
 	return &Error{Code: EQUOTA, Message: fmt.Sprintf("the tenant's storage quota is exhausted: the upload needs up to %d bytes, %d are left", need, max(left, 0))}
 }
 
-// commitExisting records a stored version of an existing document.
-func (s *DocumentService) commitExisting(ctx context.Context, sc tenant.Scope, actor Actor, id uuid.UUID, ver *DocumentVersion, action string) (*Document, error) {
+// commitExisting records a stored version of an existing document. seen is
+// the document as its document.validate hook saw it: if its title or
+// metadata changed since, nothing is committed and the error is errStale.
+func (s *DocumentService) commitExisting(ctx context.Context, sc tenant.Scope, actor Actor, id uuid.UUID, ver *DocumentVersion, action string, seen *Document) (*Document, error) {
 	var doc *Document
 	err := sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
 		var rows []documentRow
@@ -850,13 +892,17 @@ func (s *DocumentService) commitExisting(ctx context.Context, sc tenant.Scope, a
 		// upload fails) or waits until the version is in.
 		err := tx.Raw(`UPDATE `+sc.Table("documents")+` SET current_version = greatest(current_version, ?), version = version + 1,
 			updated_at = now() WHERE id = ? AND deleted_at IS NULL
-			RETURNING id, project_id, title, metadata::text AS metadata, version AS row_version, created_by, created_at, updated_at`,
-			ver.Version, id).Scan(&rows).Error
+			RETURNING id, project_id, title, metadata::text AS metadata, (metadata = ?::jsonb) AS same_metadata,
+			version AS row_version, created_by, created_at, updated_at`,
+			ver.Version, id, string(seen.Metadata)).Scan(&rows).Error
 		if err != nil {
 			return err
 		}
 		if len(rows) == 0 {
 			return errDocNotFound
+		}
+		if rows[0].Title != seen.Title || !rows[0].SameMetadata {
+			return errStale // rolls the UPDATE back
 		}
 		doc = rows[0].document()
 		return s.commitVersion(tx, sc, actor, doc, ver, action)
@@ -940,7 +986,11 @@ func (s *DocumentService) release(ctx context.Context, sc tenant.Scope, id uuid.
 // ---- edits ----
 
 // Update edits title and metadata if the document is still at row version
-// ifMatch. It returns ENOTFOUND, EPRECONDITION, EINVALID or EPLUGINREJECTED.
+// ifMatch. The document.validate hook runs before the transaction on the
+// document and project as loaded; the transaction writes only if the
+// document is still at that version (else EPRECONDITION) and runs the cycle
+// again if the project changed. It returns ENOTFOUND, EPRECONDITION,
+// EINVALID, EPLUGINREJECTED or ECONFLICT.
 func (s *DocumentService) Update(ctx context.Context, sc tenant.Scope, actor Actor, id uuid.UUID, ifMatch int64, u DocumentUpdate) (*Document, error) {
 	changed := map[string]any{}
 	if u.Title != nil {
@@ -958,18 +1008,15 @@ func (s *DocumentService) Update(ctx context.Context, sc tenant.Scope, actor Act
 		}
 		u.Metadata = &m
 	}
+	stale := &Error{Code: EPRECONDITION, Message: "the document has changed since you read it (ETag mismatch)"}
 	var out *Document
-	err := sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
-		var rows []documentRow
-		if err := tx.Raw(documentSelect(sc)+"WHERE d.id = ? AND d.deleted_at IS NULL FOR UPDATE OF d", id).Scan(&rows).Error; err != nil {
+	err := retryStale("the project", func() error {
+		before, st, err := s.loadForChange(ctx, sc, id)
+		if err != nil {
 			return err
 		}
-		if len(rows) == 0 {
-			return errDocNotFound
-		}
-		before := rows[0].document()
 		if before.RowVersion != ifMatch {
-			return &Error{Code: EPRECONDITION, Message: "the document has changed since you read it (ETag mismatch)"}
+			return stale
 		}
 		after := *before
 		if u.Title != nil {
@@ -982,25 +1029,48 @@ func (s *DocumentService) Update(ctx context.Context, sc tenant.Scope, actor Act
 			out = before
 			return nil
 		}
-		view := documentHookView{Title: after.Title, Metadata: after.Metadata, Filename: after.Filename, ContentType: after.ContentType, Size: &after.Size}
-		if err := s.Hooks.validate(ctx, sc, "document.validate", "update", view, before); err != nil {
+		view := documentHookView{ProjectID: after.ProjectID, Title: after.Title, Metadata: after.Metadata, Filename: after.Filename,
+			ContentType: after.ContentType, Size: &after.Size}
+		if err := s.Hooks.validate(ctx, sc, ValidationRequest{Hook: HookDocumentValidate, Operation: OpUpdate, Input: view,
+			Current: before, Project: st.context()}); err != nil {
 			return err
 		}
-		var stamp []time.Time
-		if err := tx.Raw("UPDATE "+sc.Table("documents")+" SET title = ?, metadata = ?::jsonb, version = version + 1, updated_at = now() WHERE id = ? RETURNING updated_at",
-			after.Title, string(after.Metadata), id).Scan(&stamp).Error; err != nil {
-			return err
-		}
-		after.RowVersion++
-		after.ETag = ETag(after.RowVersion)
-		if len(stamp) == 1 {
-			after.UpdatedAt = stamp[0].UTC()
-		}
-		out = &after
-		if u.Metadata != nil && after.Metadata != before.Metadata {
-			changed["metadata"] = true
-		}
-		return RecordAudit(tx, sc, actor, "document.update", "document", id.String(), OutcomeSuccess, changed)
+		return sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+			var stamp []struct {
+				Version   int64     `gorm:"column:version"`
+				UpdatedAt time.Time `gorm:"column:updated_at"`
+			}
+			if err := tx.Raw("SELECT version, updated_at FROM "+sc.Table("documents")+" WHERE id = ? AND deleted_at IS NULL FOR UPDATE", id).Scan(&stamp).Error; err != nil {
+				return err
+			}
+			if len(stamp) == 0 {
+				return errDocNotFound
+			}
+			if stamp[0].Version != ifMatch {
+				return stale
+			}
+			p, err := liveProject(tx, sc, before.ProjectID, "SHARE")
+			if ErrorCode(err) == ENOTFOUND {
+				return errDocNotFound
+			} else if err != nil {
+				return err
+			}
+			if p.Version != st.row.Version {
+				return errStale
+			}
+			if err := tx.Raw("UPDATE "+sc.Table("documents")+" SET title = ?, metadata = ?::jsonb, version = version + 1, updated_at = now() WHERE id = ? RETURNING version, updated_at",
+				after.Title, string(after.Metadata), id).Scan(&stamp).Error; err != nil {
+				return err
+			}
+			after.RowVersion = stamp[0].Version
+			after.ETag = ETag(after.RowVersion)
+			after.UpdatedAt = stamp[0].UpdatedAt.UTC()
+			out = &after
+			if u.Metadata != nil && after.Metadata != before.Metadata {
+				changed["metadata"] = true
+			}
+			return RecordAudit(tx, sc, actor, "document.update", "document", id.String(), OutcomeSuccess, changed)
+		})
 	})
 	if err != nil {
 		return nil, commitErr("update document", err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -87,11 +86,12 @@ type hookRecorder struct {
 	inputs []map[string]any
 }
 
-func (h *hookRecorder) RunValidation(_ context.Context, _ uuid.UUID, hook string, input []byte) (core.Verdict, error) {
-	var in map[string]any
-	if err := json.Unmarshal(input, &in); err != nil {
+func (h *hookRecorder) RunValidation(_ context.Context, _ uuid.UUID, req core.ValidationRequest) (core.Verdict, error) {
+	in, err := requestJSON(req)
+	if err != nil {
 		return core.Verdict{}, err
 	}
+	hook := string(req.Hook)
 	h.mu.Lock()
 	h.inputs = append(h.inputs, in)
 	h.mu.Unlock()

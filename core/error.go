@@ -8,6 +8,10 @@ package core
 import (
 	"errors"
 	"fmt"
+
+	"gocloud.dev/gcerrors"
+
+	"github.com/promanage/promanage/tenant"
 )
 
 // Error codes. They are stable: clients match on them (the API exposes them as
@@ -57,7 +61,9 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// ErrorCode returns the code of the first *Error in err's chain, or EINTERNAL.
+// ErrorCode returns the code of the first *Error in err's chain;
+// EUNAVAILABLE for a dependency that failed for now (see Unavailable); and
+// EINTERNAL for anything else.
 func ErrorCode(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
@@ -66,7 +72,35 @@ func ErrorCode(err error) string {
 	if err == nil {
 		return ""
 	}
+	if Unavailable(err) {
+		return EUNAVAILABLE
+	}
 	return EINTERNAL
+}
+
+// Unavailable reports whether err is a dependency failing for now rather
+// than a bug: the database's transient failures (tenant.Unavailable: no
+// pooled connection in time, server down or restarting, lock or statement
+// timeout, ...), a network error reaching any dependency, a bucket that
+// timed out or is throttling, or the request's deadline. It is the one
+// classification of infrastructure errors; handlers never decide it
+// themselves.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code == EUNAVAILABLE
+	}
+	if tenant.Unavailable(err) {
+		return true
+	}
+	switch gcerrors.Code(err) {
+	case gcerrors.DeadlineExceeded, gcerrors.ResourceExhausted:
+		return true
+	}
+	return false
 }
 
 // Invalid builds an EINVALID error carrying field details.

@@ -3,6 +3,7 @@ package core
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,23 +72,33 @@ func (s EventSink) Emit(tx *gorm.DB, tenantID, actorID uuid.UUID, typ, subject, 
 	if dedupeKey != "" {
 		dk = &dedupeKey
 	}
-	res := tx.Exec(`INSERT INTO public.outbox (id, tenant_id, type, subject_id, actor_id, payload, dedupe_key, occurred_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT (dedupe_key) DO NOTHING`,
-		id, tenantID, typ, subject, actor, string(payload), dk)
-	if res.Error != nil {
-		return false, fmt.Errorf("emit %s: %w", typ, res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return false, nil
-	}
-	for _, c := range s.Consumers {
-		if err := tx.Exec("INSERT INTO public.outbox_deliveries (event_id, consumer) VALUES (?, ?)", id, c).Error; err != nil {
-			return false, fmt.Errorf("emit %s: %w", typ, err)
-		}
-	}
-	// Wake the workers when the transaction commits.
-	if err := tx.Exec("SELECT pg_notify('promanage_outbox', '')").Error; err != nil {
+	// One round trip (it runs inside the caller's transaction, often with
+	// a row lock held): the event, one delivery per consumer, and a NOTIFY
+	// that wakes the workers when the transaction commits, all only if the
+	// dedupe key was new.
+	var ids []uuid.UUID
+	err = tx.Raw(`WITH e AS (
+			INSERT INTO public.outbox (id, tenant_id, type, subject_id, actor_id, payload, dedupe_key, occurred_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id
+		), d AS (
+			INSERT INTO public.outbox_deliveries (event_id, consumer) SELECT e.id, c FROM e CROSS JOIN unnest(?::text[]) AS c
+		)
+		SELECT e.id FROM e, pg_notify('promanage_outbox', '')`,
+		id, tenantID, typ, subject, actor, string(payload), dk, textArray(s.Consumers)).Scan(&ids).Error
+	if err != nil {
 		return false, fmt.Errorf("emit %s: %w", typ, err)
 	}
+	if len(ids) == 0 {
+		return false, nil
+	}
 	return true, nil
+}
+
+// textArray is a PostgreSQL text[] literal of names from the code.
+func textArray(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(n) + `"`
+	}
+	return "{" + strings.Join(quoted, ",") + "}"
 }

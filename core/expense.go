@@ -85,6 +85,19 @@ type ExpenseService struct {
 	Now    func() time.Time
 	Events EventSink
 	Hooks  ValidationHooks
+	// Queue makes expenses of one project take turns in this process; nil
+	// uses the service's own queue with the default wait. (Across replicas
+	// the transaction's re-check keeps them correct.)
+	Queue *WriteQueue
+
+	ownQueue WriteQueue
+}
+
+func (s *ExpenseService) queue() *WriteQueue {
+	if s.Queue != nil {
+		return s.Queue
+	}
+	return &s.ownQueue
 }
 
 // latestSpentOn is the latest date an expense may carry: today where the
@@ -99,13 +112,22 @@ func latestSpentOn(now func() time.Time) Date {
 
 // Create records an expense on a live project with a budget. The amount is
 // positive, in minor units of the budget's currency; spent_on is not in the
-// future. The project row is locked for the transaction, so concurrent
-// expenses see each other's totals and a budget threshold crossed by this
-// expense emits budget.threshold_crossed exactly once (the scheduler uses the
-// same dedupe key). It returns ENOTFOUND for a missing project, EINVALID for
-// bad input, a project without a budget, a currency other than the budget's,
-// or spending that would overflow int64, and EPLUGINREJECTED if a validation
-// plugin refused it.
+// future.
+//
+// The expense.validate hook runs before the transaction, on the project and
+// spending loaded once (the plugins see them as "project"); the transaction
+// locks the project row, re-reads the budget, currency and spending, and if
+// any changed since the hook decided, the whole cycle runs again (at most
+// MaxWriteAttempts times), so a budget guard cannot be bypassed by
+// concurrent expenses. Writers of one project take turns in this process
+// (Queue). The lock also makes concurrent expenses see each other's totals,
+// so a budget threshold crossed by this expense emits
+// budget.threshold_crossed exactly once (the scheduler uses the same dedupe
+// key). It returns ENOTFOUND for a missing project, EINVALID for bad input,
+// a project without a budget, a currency other than the budget's, or
+// spending that would overflow int64, EPLUGINREJECTED if a validation
+// plugin refused it, ECONFLICT if the project kept changing meanwhile, and
+// EUNAVAILABLE if the project's queue or a dependency is too busy.
 func (s *ExpenseService) Create(ctx context.Context, sc tenant.Scope, actor Actor, projectID uuid.UUID, in ExpenseInput) (*Expense, error) {
 	in.Category = strings.TrimSpace(in.Category)
 	var v Validator
@@ -128,53 +150,74 @@ func (s *ExpenseService) Create(ctx context.Context, sc tenant.Scope, actor Acto
 	}
 	row := expenseRow{ID: id, ProjectID: projectID, AmountMinor: in.AmountMinor, Currency: in.Currency, Category: in.Category,
 		SpentOn: in.SpentOn.Time(), Note: in.Note, Version: 1, CreatedBy: actor.UserID, CreatedAt: time.Now().UTC()}
-	err = sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
-		// NO KEY UPDATE serialises expenses of one project without blocking
-		// the foreign-key checks of task and milestone inserts.
-		p, err := liveProject(tx, sc, projectID, "NO KEY UPDATE")
-		if err != nil {
-			return err
-		}
-		if p.Currency == nil {
-			return Invalid(FieldError{Field: "currency", Message: "the project has no budget: set one before recording expenses"})
-		}
-		if *p.Currency != in.Currency {
-			return Invalid(FieldError{Field: "currency", Message: fmt.Sprintf("must be %s, the currency of the project's budget (got %s)", *p.Currency, in.Currency)})
-		}
-		before, n, err := spentOn(tx, sc, projectID)
-		if err != nil {
-			return err
-		}
-		if n >= MaxExpensesPerProject {
-			return Invalid(FieldError{Field: "project", Message: fmt.Sprintf("a project holds at most %d expenses", MaxExpensesPerProject)})
-		}
-		after, ok := AddMinor(before, in.AmountMinor)
-		if !ok {
-			return Invalid(FieldError{Field: "amount_minor", Message: "the project's total spending would overflow a 64-bit integer"})
-		}
-		hook := map[string]any{"project_id": projectID, "amount_minor": in.AmountMinor, "currency": in.Currency,
-			"category": in.Category, "spent_on": in.SpentOn, "note": in.Note}
-		if err := s.Hooks.validate(ctx, sc, "expense.validate", "create", hook, nil); err != nil {
-			return err
-		}
-		if err := tx.Table(sc.Table("expenses")).Create(&row).Error; err != nil {
-			return err
-		}
-		if err := RecordAudit(tx, sc, actor, "expense.create", "expense", id.String(), OutcomeSuccess,
-			map[string]any{"project_id": projectID, "amount_minor": in.AmountMinor, "currency": in.Currency}); err != nil {
-			return err
-		}
-		if err := s.Events.emit(tx, sc, actor, EventExpenseRecorded, id.String(), row.expense()); err != nil {
-			return err
-		}
-		for _, pct := range BudgetThresholds {
-			if p.BudgetMinor > 0 && !reachedPercent(before, p.BudgetMinor, pct) && reachedPercent(after, p.BudgetMinor, pct) {
-				if _, err := emitThreshold(tx, s.Events, sc.ID, actor.UserID, projectID, p.BudgetMinor, *p.Currency, after, pct); err != nil {
-					return err
-				}
+	turn, err := s.queue().enter(ctx, sc.Schema+"/"+projectID.String())
+	if err != nil {
+		return nil, err
+	}
+	defer turn.leave()
+	err = retryStale("the project's budget or spending", func() error {
+		var err error
+		// The previous writer of this project in this process left the
+		// state its write committed: under contention that saves the load.
+		// The transaction re-checks it like a loaded one.
+		st, _ := turn.cached().(*projectState)
+		if st == nil {
+			if st, err = loadProjectState(s.DB.WithContext(ctx), sc, projectID, ""); err != nil {
+				return err
 			}
 		}
-		return nil
+		if _, err := st.checkExpense(in.AmountMinor, in.Currency); err != nil {
+			return err
+		}
+		view := map[string]any{"project_id": projectID, "amount_minor": in.AmountMinor, "currency": in.Currency,
+			"category": in.Category, "spent_on": in.SpentOn, "note": in.Note}
+		if err := s.Hooks.validate(ctx, sc, ValidationRequest{Hook: HookExpenseValidate, Operation: OpCreate, Input: view,
+			Project: st.context()}); err != nil {
+			return err
+		}
+		var committed projectState
+		err = sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+			// NO KEY UPDATE serialises expenses of one project without
+			// blocking the foreign-key checks of task and milestone inserts.
+			// The spending is read by a second statement, after the lock,
+			// so it includes every expense committed before the lock was
+			// granted.
+			cur, err := loadProjectState(tx, sc, projectID, "NO KEY UPDATE")
+			if err != nil {
+				return err
+			}
+			if !cur.sameBudget(st) {
+				return errStale
+			}
+			after, err := cur.checkExpense(in.AmountMinor, in.Currency)
+			if err != nil {
+				return err
+			}
+			if err := tx.Table(sc.Table("expenses")).Create(&row).Error; err != nil {
+				return err
+			}
+			if err := RecordAudit(tx, sc, actor, "expense.create", "expense", id.String(), OutcomeSuccess,
+				map[string]any{"project_id": projectID, "amount_minor": in.AmountMinor, "currency": in.Currency}); err != nil {
+				return err
+			}
+			if err := s.Events.emit(tx, sc, actor, EventExpenseRecorded, id.String(), row.expense()); err != nil {
+				return err
+			}
+			p := cur.row
+			for _, pct := range BudgetThresholds {
+				if p.BudgetMinor > 0 && !reachedPercent(cur.spent, p.BudgetMinor, pct) && reachedPercent(after, p.BudgetMinor, pct) {
+					if _, err := emitThreshold(tx, s.Events, sc.ID, actor.UserID, projectID, p.BudgetMinor, *p.Currency, after, pct); err != nil {
+						return err
+					}
+				}
+			}
+			committed = projectState{row: cur.row, spent: after, expenses: cur.expenses + 1}
+			return nil
+		})
+		if err == nil {
+			turn.keep(&committed)
+		}
+		return err
 	})
 	if err != nil {
 		return nil, domainErr("record expense", err)
@@ -182,20 +225,24 @@ func (s *ExpenseService) Create(ctx context.Context, sc tenant.Scope, actor Acto
 	return row.expense(), nil
 }
 
-// spentOn returns the live spending of a project and the number of its
-// expenses. PostgreSQL sums bigint as numeric, so the total is parsed with
-// an overflow check rather than trusted to fit.
-func spentOn(tx *gorm.DB, sc tenant.Scope, projectID uuid.UUID) (int64, int64, error) {
-	var agg struct {
-		Spent string `gorm:"column:spent"`
-		N     int64  `gorm:"column:n"`
+// checkExpense applies the budget rules to a new expense on the project and
+// returns the spending after it.
+func (st *projectState) checkExpense(amount int64, currency string) (int64, error) {
+	p := st.row
+	if p.Currency == nil {
+		return 0, Invalid(FieldError{Field: "currency", Message: "the project has no budget: set one before recording expenses"})
 	}
-	if err := tx.Raw("SELECT coalesce(sum(amount_minor), 0)::text AS spent, count(*) AS n FROM "+sc.Table("expenses")+
-		" WHERE project_id = ? AND deleted_at IS NULL", projectID).Scan(&agg).Error; err != nil {
-		return 0, 0, err
+	if *p.Currency != currency {
+		return 0, Invalid(FieldError{Field: "currency", Message: fmt.Sprintf("must be %s, the currency of the project's budget (got %s)", *p.Currency, currency)})
 	}
-	spent, err := parseMinor(agg.Spent)
-	return spent, agg.N, err
+	if st.expenses >= MaxExpensesPerProject {
+		return 0, Invalid(FieldError{Field: "project", Message: fmt.Sprintf("a project holds at most %d expenses", MaxExpensesPerProject)})
+	}
+	after, ok := AddMinor(st.spent, amount)
+	if !ok {
+		return 0, Invalid(FieldError{Field: "amount_minor", Message: "the project's total spending would overflow a 64-bit integer"})
+	}
+	return after, nil
 }
 
 // parseMinor parses a total computed by PostgreSQL; a total beyond int64 is

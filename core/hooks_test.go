@@ -16,16 +16,27 @@ import (
 // project.validate with the configured patched input.
 type patchRunner struct{ patch func(input map[string]any) }
 
-func (r patchRunner) RunValidation(_ context.Context, _ uuid.UUID, hook string, input []byte) (core.Verdict, error) {
-	var req struct {
-		Input map[string]any `json:"input"`
-	}
-	if err := json.Unmarshal(input, &req); err != nil {
+func (r patchRunner) RunValidation(_ context.Context, _ uuid.UUID, req core.ValidationRequest) (core.Verdict, error) {
+	in, err := requestJSON(req)
+	if err != nil {
 		return core.Verdict{}, err
 	}
-	r.patch(req.Input)
-	b, _ := json.Marshal(req.Input)
+	input := in["input"].(map[string]any)
+	r.patch(input)
+	b, _ := json.Marshal(input)
 	return core.Verdict{Allowed: true, Patched: b}, nil
+}
+
+// requestJSON is a request as the plugins' JSON shows it (ABI.md), decoded
+// into maps: {"hook","operation","input","current","project"}.
+func requestJSON(req core.ValidationRequest) (map[string]any, error) {
+	b, err := json.Marshal(map[string]any{"hook": req.Hook, "operation": req.Operation, "input": req.Input,
+		"current": req.Current, "project": req.Project})
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	return m, json.Unmarshal(b, &m)
 }
 
 // A validation plugin may normalise a project (its patch is applied), but

@@ -197,7 +197,7 @@ func (s *ProjectService) Create(ctx context.Context, sc tenant.Scope, actor Acto
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	patched, err := s.Hooks.validatePatched(ctx, sc, "project.validate", "create", projectHookView(in), nil)
+	patched, err := s.Hooks.validatePatched(ctx, sc, ValidationRequest{Hook: HookProjectValidate, Operation: OpCreate, Input: projectHookView(in)})
 	if err != nil {
 		return nil, err
 	}
@@ -336,95 +336,115 @@ func (s *ProjectService) List(ctx context.Context, sc tenant.Scope, f ProjectFil
 }
 
 // Update applies a partial update if the project is still at version
-// ifMatch. It returns ENOTFOUND, EPRECONDITION (stale version), EINVALID,
-// ECONFLICT (currency change with expenses recorded) or EPLUGINREJECTED.
+// ifMatch. The project.validate hook runs before the transaction on the
+// project as loaded; the transaction locks the row and applies the change
+// only if it is still at that version (otherwise EPRECONDITION: the client's
+// If-Match is stale). It returns ENOTFOUND, EPRECONDITION (stale version),
+// EINVALID, ECONFLICT (currency change with expenses recorded) or
+// EPLUGINREJECTED.
 func (s *ProjectService) Update(ctx context.Context, sc tenant.Scope, actor Actor, id uuid.UUID, ifMatch int64, u ProjectUpdate) (*Project, error) {
-	var out *Project
-	err := sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
-		row, err := s.find(tx, sc, id, true)
+	stale := &Error{Code: EPRECONDITION, Message: "the project has changed since you read it (ETag mismatch)"}
+	row, err := s.find(s.DB.WithContext(ctx), sc, id, false)
+	if err != nil {
+		return nil, err
+	}
+	if row.Version != ifMatch {
+		return nil, stale
+	}
+	before := row.project(s.today())
+	changed := map[string]any{}
+	if u.Name != nil {
+		row.Name, changed["name"] = *u.Name, *u.Name
+	}
+	if u.Description != nil {
+		row.Description, changed["description"] = *u.Description, *u.Description
+	}
+	if u.Status != nil {
+		row.Status, changed["status"] = *u.Status, *u.Status
+	}
+	if u.StartDate != nil {
+		row.StartDate, changed["start_date"] = datePtr(*u.StartDate), datePtr(*u.StartDate)
+	}
+	if u.Deadline != nil {
+		row.Deadline, changed["deadline"] = datePtr(*u.Deadline), datePtr(*u.Deadline)
+	}
+	currencyChange := false
+	if u.Budget != nil {
+		// Rule: a project's currency is fixed once it has expenses;
+		// converting would need exchange rates we do not guess. Checked in
+		// the transaction, where no expense can be added meanwhile.
+		currencyChange = row.Currency != nil && *row.Currency != u.Budget.Currency
+		row.BudgetMinor, row.Currency = u.Budget.AmountMinor, &u.Budget.Currency
+		changed["budget_minor"], changed["currency"] = u.Budget.AmountMinor, u.Budget.Currency
+	}
+	p := row.project(s.today())
+	var v Validator
+	validateProject(&v, row.Key, row.Name, row.Description, row.Status, p.StartDate, p.Deadline, p.Budget, false)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	if len(changed) == 0 {
+		return s.Get(ctx, sc, id)
+	}
+	patched, err := s.Hooks.validatePatched(ctx, sc, ValidationRequest{Hook: HookProjectValidate, Operation: OpUpdate,
+		Input: projectHookViewOf(p), Current: projectHookViewOf(before)})
+	if err != nil {
+		return nil, err
+	}
+	if patched != nil {
+		in, err := applyProjectPatch(ProjectInput{Key: p.Key, Name: p.Name, Description: p.Description, Status: p.Status,
+			StartDate: p.StartDate, Deadline: p.Deadline, Budget: p.Budget}, patched, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if row.Version != ifMatch {
-			return &Error{Code: EPRECONDITION, Message: "the project has changed since you read it (ETag mismatch)"}
-		}
-		before := row.project(s.today())
-		changed := map[string]any{}
-		if u.Name != nil {
-			row.Name, changed["name"] = *u.Name, *u.Name
-		}
-		if u.Description != nil {
-			row.Description, changed["description"] = *u.Description, *u.Description
-		}
-		if u.Status != nil {
-			row.Status, changed["status"] = *u.Status, *u.Status
-		}
-		if u.StartDate != nil {
-			row.StartDate, changed["start_date"] = datePtr(*u.StartDate), datePtr(*u.StartDate)
-		}
-		if u.Deadline != nil {
-			row.Deadline, changed["deadline"] = datePtr(*u.Deadline), datePtr(*u.Deadline)
-		}
-		if u.Budget != nil {
-			if row.Currency != nil && *row.Currency != u.Budget.Currency {
-				// Rule: a project's currency is fixed once it has expenses;
-				// converting would need exchange rates we do not guess.
-				var n int64
-				if err := tx.Table(sc.Table("expenses")).Where("project_id = ? AND deleted_at IS NULL", id).Limit(1).Count(&n).Error; err != nil {
-					return err
-				}
-				if n > 0 {
-					return &Error{Code: ECONFLICT, Message: "the budget currency cannot change once expenses are recorded"}
-				}
+		// The key is fixed after creation; everything else a plugin
+		// normalised is written like a client's change.
+		row.Name, row.Description, row.Status = in.Name, in.Description, in.Status
+		row.StartDate, row.Deadline = datePtr(in.StartDate), datePtr(in.Deadline)
+		changed["name"], changed["description"], changed["status"] = in.Name, in.Description, in.Status
+		changed["start_date"], changed["deadline"] = row.StartDate, row.Deadline
+		if in.Budget != nil {
+			if p.Budget != nil && p.Budget.Currency != in.Budget.Currency {
+				return nil, Invalid(FieldError{Field: "budget.currency", Message: "a plugin may not change the budget currency"})
 			}
-			row.BudgetMinor, row.Currency = u.Budget.AmountMinor, &u.Budget.Currency
-			changed["budget_minor"], changed["currency"] = u.Budget.AmountMinor, u.Budget.Currency
+			row.BudgetMinor, row.Currency = in.Budget.AmountMinor, &in.Budget.Currency
+			changed["budget_minor"], changed["currency"] = in.Budget.AmountMinor, in.Budget.Currency
 		}
-		p := row.project(s.today())
-		var v Validator
-		validateProject(&v, row.Key, row.Name, row.Description, row.Status, p.StartDate, p.Deadline, p.Budget, false)
-		if err := v.Err(); err != nil {
-			return err
-		}
-		if len(changed) == 0 {
-			out = before
-			return nil
-		}
-		patched, err := s.Hooks.validatePatched(ctx, sc, "project.validate", "update", projectHookViewOf(p), projectHookViewOf(before))
+	}
+	var out *Project
+	err = sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+		cur, err := s.find(tx, sc, id, true)
 		if err != nil {
 			return err
 		}
-		if patched != nil {
-			in, err := applyProjectPatch(ProjectInput{Key: p.Key, Name: p.Name, Description: p.Description, Status: p.Status,
-				StartDate: p.StartDate, Deadline: p.Deadline, Budget: p.Budget}, patched, false)
-			if err != nil {
+		if cur.Version != ifMatch {
+			return stale
+		}
+		if currencyChange {
+			var n int64
+			if err := tx.Table(sc.Table("expenses")).Where("project_id = ? AND deleted_at IS NULL", id).Limit(1).Count(&n).Error; err != nil {
 				return err
 			}
-			// The key is fixed after creation; everything else a plugin
-			// normalised is written like a client's change.
-			row.Name, row.Description, row.Status = in.Name, in.Description, in.Status
-			row.StartDate, row.Deadline = datePtr(in.StartDate), datePtr(in.Deadline)
-			changed["name"], changed["description"], changed["status"] = in.Name, in.Description, in.Status
-			changed["start_date"], changed["deadline"] = row.StartDate, row.Deadline
-			if in.Budget != nil {
-				if p.Budget != nil && p.Budget.Currency != in.Budget.Currency {
-					return Invalid(FieldError{Field: "budget.currency", Message: "a plugin may not change the budget currency"})
-				}
-				row.BudgetMinor, row.Currency = in.Budget.AmountMinor, &in.Budget.Currency
-				changed["budget_minor"], changed["currency"] = in.Budget.AmountMinor, in.Budget.Currency
+			if n > 0 {
+				return &Error{Code: ECONFLICT, Message: "the budget currency cannot change once expenses are recorded"}
 			}
 		}
+		now := time.Now().UTC()
 		changed["version"] = gorm.Expr("version + 1")
-		changed["updated_at"] = time.Now().UTC()
+		changed["updated_at"] = now
 		if err := tx.Table(sc.Table("projects")).Where("id = ?", id).Updates(changed).Error; err != nil {
 			return err
 		}
-		row.Version++
-		row.UpdatedAt = changed["updated_at"].(time.Time)
+		row.Version = cur.Version + 1
+		row.UpdatedAt = now
 		out = row.project(s.today())
-		delete(changed, "version")
-		delete(changed, "updated_at")
-		if err := RecordAudit(tx, sc, actor, "project.update", "project", id.String(), OutcomeSuccess, changed); err != nil {
+		audit := make(map[string]any, len(changed))
+		for k, v := range changed {
+			if k != "version" && k != "updated_at" {
+				audit[k] = v
+			}
+		}
+		if err := RecordAudit(tx, sc, actor, "project.update", "project", id.String(), OutcomeSuccess, audit); err != nil {
 			return err
 		}
 		if err := s.Events.emit(tx, sc, actor, EventProjectUpdated, id.String(), out); err != nil {
@@ -436,11 +456,7 @@ func (s *ProjectService) Update(ctx context.Context, sc tenant.Scope, actor Acto
 		return nil
 	})
 	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("update project: %w", err)
+		return nil, domainErr("update project", err)
 	}
 	return s.Get(ctx, sc, out.ID)
 }
@@ -530,4 +546,76 @@ func applyProjectPatch(in ProjectInput, patched json.RawMessage, creating bool) 
 		return in, err
 	}
 	return out, nil
+}
+
+type projectStateRow struct {
+	Row   projectRow `gorm:"embedded"`
+	Spent string     `gorm:"column:spent"`
+	N     int64      `gorm:"column:n"`
+}
+
+// projectState is a live project as a validated write loads it: the row,
+// its live spending and its number of expenses.
+type projectState struct {
+	row      projectRow
+	spent    int64
+	expenses int64
+}
+
+// loadProjectState reads a live project and its spending. Without lock it
+// is one query on any connection (the state validation hooks decide on);
+// with lock ("SHARE", "NO KEY UPDATE", ...) the row is locked first and the
+// spending read by a second statement, whose snapshot then includes every
+// expense committed before the lock was granted (a subquery in the locking
+// statement would use the snapshot taken before the wait). It returns
+// ENOTFOUND for a missing or deleted project.
+func loadProjectState(db *gorm.DB, sc tenant.Scope, id uuid.UUID, lock string) (*projectState, error) {
+	var agg struct {
+		Spent string `gorm:"column:spent"`
+		N     int64  `gorm:"column:n"`
+	}
+	st := &projectState{}
+	if lock == "" {
+		var rows []projectStateRow
+		err := db.Raw("SELECT p."+strings.ReplaceAll(projectColumns, ", ", ", p.")+", e.spent, e.n FROM "+sc.Table("projects")+` p,
+			LATERAL (SELECT coalesce(sum(amount_minor), 0)::text AS spent, count(*) AS n FROM `+sc.Table("expenses")+`
+			WHERE project_id = p.id AND deleted_at IS NULL) e
+			WHERE p.id = ? AND p.deleted_at IS NULL`, id).Scan(&rows).Error
+		if err != nil {
+			return nil, fmt.Errorf("load project: %w", err)
+		}
+		if len(rows) == 0 {
+			return nil, &Error{Code: ENOTFOUND, Message: "project not found"}
+		}
+		st.row, agg.Spent, agg.N = rows[0].Row, rows[0].Spent, rows[0].N
+	} else {
+		row, err := liveProject(db, sc, id, lock)
+		if err != nil {
+			return nil, err
+		}
+		st.row = *row
+		if err := db.Raw("SELECT coalesce(sum(amount_minor), 0)::text AS spent, count(*) AS n FROM "+sc.Table("expenses")+
+			" WHERE project_id = ? AND deleted_at IS NULL", id).Scan(&agg).Error; err != nil {
+			return nil, fmt.Errorf("load project spending: %w", err)
+		}
+	}
+	spent, err := parseMinor(agg.Spent)
+	if err != nil {
+		return nil, err
+	}
+	st.spent, st.expenses = spent, agg.N
+	return st, nil
+}
+
+// context is the project as validation hooks see it.
+func (st *projectState) context() *ProjectContext {
+	p := st.row.project(Date{})
+	return &ProjectContext{ID: p.ID, Key: p.Key, Name: p.Name, Budget: p.Budget, BudgetSummary: budgetSummary(p.Budget, st.spent)}
+}
+
+// sameBudget reports whether an expense hook that saw o would see st the
+// same way: the same row version (budget amount and currency) and the same
+// spending.
+func (st *projectState) sameBudget(o *projectState) bool {
+	return st.row.Version == o.row.Version && st.spent == o.spent && st.expenses == o.expenses
 }

@@ -219,9 +219,12 @@ func taskHookView(projectID uuid.UUID, id *uuid.UUID, title, description, status
 
 // Create adds a task to a live project. A new task starts as todo unless
 // another status (not done: work is started before it is finished) is
-// given. It returns ENOTFOUND for a missing project, EINVALID for bad input
-// (including an assignee who is not a member of the tenant, or too many
-// tasks), and EPLUGINREJECTED if a validation plugin refused it.
+// given. The task.validate hook runs before the transaction on the project
+// as loaded; the transaction re-checks the project's version and runs the
+// cycle again if it changed. It returns ENOTFOUND for a missing project,
+// EINVALID for bad input (including an assignee who is not a member of the
+// tenant, or too many tasks), EPLUGINREJECTED if a validation plugin refused
+// it, and ECONFLICT if the project kept changing meanwhile.
 func (s *TaskService) Create(ctx context.Context, sc tenant.Scope, actor Actor, projectID uuid.UUID, in TaskInput) (*Task, error) {
 	if in.Status == "" {
 		in.Status = TaskTodo
@@ -242,29 +245,43 @@ func (s *TaskService) Create(ctx context.Context, sc tenant.Scope, actor Actor, 
 	now := time.Now().UTC()
 	row := taskRow{ID: id, ProjectID: projectID, Title: in.Title, Description: in.Description, Status: in.Status,
 		AssigneeID: in.AssigneeID, DueDate: datePtr(in.DueDate), Version: 1, CreatedBy: actor.UserID, CreatedAt: now, UpdatedAt: now}
-	err = sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
-		if _, err := liveProject(tx, sc, projectID, "SHARE"); err != nil {
+	err = retryStale("the project", func() error {
+		db := s.DB.WithContext(ctx)
+		st, err := loadProjectState(db, sc, projectID, "")
+		if err != nil {
 			return err
 		}
-		if err := checkAssignee(tx, sc, in.AssigneeID); err != nil {
+		if err := checkAssignee(db, sc, in.AssigneeID); err != nil {
 			return err
 		}
-		var n int64
-		if err := tx.Table(sc.Table("tasks")).Where("project_id = ? AND deleted_at IS NULL", projectID).Count(&n).Error; err != nil {
+		if err := s.Hooks.validate(ctx, sc, ValidationRequest{Hook: HookTaskValidate, Operation: OpCreate,
+			Input: taskHookView(projectID, nil, in.Title, in.Description, in.Status, in.AssigneeID, in.DueDate), Project: st.context()}); err != nil {
 			return err
 		}
-		if n >= MaxTasksPerProject {
-			return Invalid(FieldError{Field: "project", Message: fmt.Sprintf("a project holds at most %d tasks", MaxTasksPerProject)})
-		}
-		if err := s.Hooks.validate(ctx, sc, "task.validate", "create",
-			taskHookView(projectID, nil, in.Title, in.Description, in.Status, in.AssigneeID, in.DueDate), nil); err != nil {
-			return err
-		}
-		if err := tx.Table(sc.Table("tasks")).Create(&row).Error; err != nil {
-			return err
-		}
-		return RecordAudit(tx, sc, actor, "task.create", "task", id.String(), OutcomeSuccess,
-			map[string]any{"project_id": projectID, "title": in.Title, "status": in.Status})
+		return sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+			p, err := liveProject(tx, sc, projectID, "SHARE")
+			if err != nil {
+				return err
+			}
+			if p.Version != st.row.Version {
+				return errStale
+			}
+			if err := checkAssignee(tx, sc, in.AssigneeID); err != nil {
+				return err
+			}
+			var n int64
+			if err := tx.Table(sc.Table("tasks")).Where("project_id = ? AND deleted_at IS NULL", projectID).Count(&n).Error; err != nil {
+				return err
+			}
+			if n >= MaxTasksPerProject {
+				return Invalid(FieldError{Field: "project", Message: fmt.Sprintf("a project holds at most %d tasks", MaxTasksPerProject)})
+			}
+			if err := tx.Table(sc.Table("tasks")).Create(&row).Error; err != nil {
+				return err
+			}
+			return RecordAudit(tx, sc, actor, "task.create", "task", id.String(), OutcomeSuccess,
+				map[string]any{"project_id": projectID, "title": in.Title, "status": in.Status})
+		})
 	})
 	if err != nil {
 		return nil, domainErr("create task", err)
@@ -369,18 +386,25 @@ func (s *TaskService) List(ctx context.Context, sc tenant.Scope, projectID uuid.
 
 // Update applies a partial update if the task is still at version ifMatch.
 // Status changes follow the workflow (TaskTransitionAllowed); a task that
-// becomes done emits task.done. It returns ENOTFOUND, EPRECONDITION (stale
-// version), EINVALID (bad input, a transition the workflow forbids, an
-// assignee who is not a member) or EPLUGINREJECTED.
+// becomes done emits task.done. The task.validate hook runs before the
+// transaction on the task and project as loaded; the transaction applies
+// the change only if the task is still at that version (else
+// EPRECONDITION) and runs the cycle again if the project changed. It
+// returns ENOTFOUND, EPRECONDITION (stale version), EINVALID (bad input, a
+// transition the workflow forbids, an assignee who is not a member),
+// EPLUGINREJECTED or ECONFLICT.
 func (s *TaskService) Update(ctx context.Context, sc tenant.Scope, actor Actor, projectID, id uuid.UUID, ifMatch int64, u TaskUpdate) (*Task, error) {
 	var out *Task
 	today := s.today()
-	err := sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
-		if _, err := liveProject(tx, sc, projectID, "SHARE"); err != nil {
+	stale := &Error{Code: EPRECONDITION, Message: "the task has changed since you read it (ETag mismatch)"}
+	err := retryStale("the project", func() error {
+		db := s.DB.WithContext(ctx)
+		st, err := loadProjectState(db, sc, projectID, "")
+		if err != nil {
 			return err
 		}
 		var rows []taskRow
-		if err := tx.Raw("SELECT "+taskColumns+" FROM "+sc.Table("tasks")+" WHERE id = ? AND project_id = ? AND deleted_at IS NULL FOR UPDATE",
+		if err := db.Raw("SELECT "+taskColumns+" FROM "+sc.Table("tasks")+" WHERE id = ? AND project_id = ? AND deleted_at IS NULL",
 			id, projectID).Scan(&rows).Error; err != nil {
 			return err
 		}
@@ -389,7 +413,7 @@ func (s *TaskService) Update(ctx context.Context, sc tenant.Scope, actor Actor, 
 		}
 		row := rows[0]
 		if row.Version != ifMatch {
-			return &Error{Code: EPRECONDITION, Message: "the task has changed since you read it (ETag mismatch)"}
+			return stale
 		}
 		before := row.task(today)
 		changed := map[string]any{}
@@ -427,44 +451,71 @@ func (s *TaskService) Update(ctx context.Context, sc tenant.Scope, actor Actor, 
 			out = before
 			return nil
 		}
-		if _, ok := changed["assignee_id"]; ok {
-			if err := checkAssignee(tx, sc, row.AssigneeID); err != nil {
+		_, assigneeChanged := changed["assignee_id"]
+		if assigneeChanged {
+			if err := checkAssignee(db, sc, row.AssigneeID); err != nil {
 				return err
 			}
 		}
-		if err := s.Hooks.validate(ctx, sc, "task.validate", "update",
-			taskHookView(projectID, &id, row.Title, row.Description, row.Status, row.AssigneeID, dateFrom(row.DueDate)),
-			taskHookView(projectID, &id, before.Title, before.Description, before.Status, before.AssigneeID, before.DueDate)); err != nil {
+		if err := s.Hooks.validate(ctx, sc, ValidationRequest{Hook: HookTaskValidate, Operation: OpUpdate,
+			Input:   taskHookView(projectID, &id, row.Title, row.Description, row.Status, row.AssigneeID, dateFrom(row.DueDate)),
+			Current: taskHookView(projectID, &id, before.Title, before.Description, before.Status, before.AssigneeID, before.DueDate),
+			Project: st.context()}); err != nil {
 			return err
 		}
-		now := time.Now().UTC()
-		becameDone := before.Status != TaskDone && row.Status == TaskDone
-		if becameDone {
-			row.DoneAt = &now
-			changed["done_at"] = now
-		} else if before.Status == TaskDone && row.Status != TaskDone {
-			row.DoneAt = nil
-			changed["done_at"] = nil
-		}
-		audit := make(map[string]any, len(changed))
-		for k, v := range changed {
-			audit[k] = v
-		}
-		changed["version"] = gorm.Expr("version + 1")
-		changed["updated_at"] = now
-		if err := tx.Table(sc.Table("tasks")).Where("id = ?", id).Updates(changed).Error; err != nil {
-			return err
-		}
-		row.Version++
-		row.UpdatedAt = now
-		out = row.task(today)
-		if err := RecordAudit(tx, sc, actor, "task.update", "task", id.String(), OutcomeSuccess, audit); err != nil {
-			return err
-		}
-		if becameDone {
-			return s.Events.emit(tx, sc, actor, EventTaskDone, id.String(), out)
-		}
-		return nil
+		return sc.Tx(ctx, s.DB, func(tx *gorm.DB) error {
+			p, err := liveProject(tx, sc, projectID, "SHARE")
+			if err != nil {
+				return err
+			}
+			var versions []int64
+			if err := tx.Raw("SELECT version FROM "+sc.Table("tasks")+" WHERE id = ? AND project_id = ? AND deleted_at IS NULL FOR UPDATE",
+				id, projectID).Scan(&versions).Error; err != nil {
+				return err
+			}
+			if len(versions) == 0 {
+				return &Error{Code: ENOTFOUND, Message: "task not found"}
+			}
+			if versions[0] != ifMatch {
+				return stale
+			}
+			if p.Version != st.row.Version {
+				return errStale
+			}
+			if assigneeChanged {
+				if err := checkAssignee(tx, sc, row.AssigneeID); err != nil {
+					return err
+				}
+			}
+			now := time.Now().UTC()
+			becameDone := before.Status != TaskDone && row.Status == TaskDone
+			if becameDone {
+				row.DoneAt = &now
+				changed["done_at"] = now
+			} else if before.Status == TaskDone && row.Status != TaskDone {
+				row.DoneAt = nil
+				changed["done_at"] = nil
+			}
+			audit := make(map[string]any, len(changed))
+			for k, v := range changed {
+				audit[k] = v
+			}
+			changed["version"] = gorm.Expr("version + 1")
+			changed["updated_at"] = now
+			if err := tx.Table(sc.Table("tasks")).Where("id = ?", id).Updates(changed).Error; err != nil {
+				return err
+			}
+			row.Version++
+			row.UpdatedAt = now
+			out = row.task(today)
+			if err := RecordAudit(tx, sc, actor, "task.update", "task", id.String(), OutcomeSuccess, audit); err != nil {
+				return err
+			}
+			if becameDone {
+				return s.Events.emit(tx, sc, actor, EventTaskDone, id.String(), out)
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, domainErr("update task", err)

@@ -16,7 +16,7 @@ import (
 )
 
 // workTenant provisions a tenant on db whose owner is a new user.
-func workTenant(t *testing.T, db *gorm.DB) (*tenant.Tenant, core.Actor) {
+func workTenant(t testing.TB, db *gorm.DB) (*tenant.Tenant, core.Actor) {
 	t.Helper()
 	owner := uuid.New()
 	reg := tenant.NewRegistry(db, nil)
@@ -53,7 +53,7 @@ func mustDate(t *testing.T, s string) core.Date {
 	return d
 }
 
-func newProject(t *testing.T, db *gorm.DB, sc tenant.Scope, actor core.Actor, in core.ProjectInput) *core.Project {
+func newProject(t testing.TB, db *gorm.DB, sc tenant.Scope, actor core.Actor, in core.ProjectInput) *core.Project {
 	t.Helper()
 	if in.Key == "" {
 		in.Key = "P" + strings.ToUpper(uuid.NewString()[:6])

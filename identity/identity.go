@@ -120,6 +120,10 @@ type Authenticator struct {
 	local  map[string]localEntry
 	seen   sync.Map // uuid -> email+"\x00"+name already upserted
 	flight singleflight.Group
+
+	readyMu      sync.Mutex
+	readyChecked time.Time
+	ready        bool
 }
 
 type localEntry struct {
@@ -369,6 +373,11 @@ func (a *Authenticator) verify(ctx context.Context, cred Credential) (*Principal
 	}
 	if err != nil {
 		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+			// Kratos also answers 401 when it cannot read its own database:
+			// a refusal counts only while Kratos says it is ready.
+			if !a.kratosReady(ctx) {
+				return nil, fmt.Errorf("%w: kratos answered %d but is not ready (its database may be down)", ErrUnavailable, resp.StatusCode)
+			}
 			return nil, ErrUnauthenticated
 		}
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -377,6 +386,24 @@ func (a *Authenticator) verify(ctx context.Context, cred Credential) (*Principal
 		return nil, ErrUnauthenticated
 	}
 	return principalOf(sess, a.now())
+}
+
+// kratosReady reports whether Kratos' /health/ready (which checks its
+// database) answers 200, asking at most once a second.
+func (a *Authenticator) kratosReady(ctx context.Context) bool {
+	a.readyMu.Lock()
+	defer a.readyMu.Unlock()
+	if now := time.Now(); now.Sub(a.readyChecked) < time.Second {
+		return a.ready
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, resp, err := a.kratos.MetadataAPI.IsReady(ctx).Execute()
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	a.ready, a.readyChecked = err == nil && resp != nil && resp.StatusCode == http.StatusOK, time.Now()
+	return a.ready
 }
 
 func principalOf(sess *ory.Session, now time.Time) (*Principal, error) {

@@ -44,13 +44,14 @@ type RegistryOptions struct {
 	// Audit records a change in the tenant's audit log, in tx (the change's
 	// transaction). Nil: changes are not audited.
 	Audit func(tx *gorm.DB, tenantID uuid.UUID, actor core.Actor, action, pluginID string, details any) error
-	// Project returns the owning project's context for task, expense and
-	// document hooks ({"id","key","name","budget","budget_summary"}), or nil
-	// if there is no such project. Nil: hooks get no project context.
-	Project func(ctx context.Context, tenantID, projectID uuid.UUID) (json.RawMessage, error)
 	// CacheTTL is how long a tenant's plugin set is trusted before it is
 	// read again (default 2s).
 	CacheTTL time.Duration
+	// SlotWait is how long a plugin call waits for a free slot of its
+	// tenant (the host's TenantConcurrency) and of the process
+	// (MaxConcurrentCalls) before it fails with ErrBusy (default 3s); a
+	// validation then answers 503 unless the plugin is fail_open.
+	SlotWait time.Duration
 	// SecretKey (PROMANAGE_SECRET_KEY) encrypts the plugins' webhook
 	// signing secrets at rest (secret.go). Empty: no plugin can be created
 	// (EUNAVAILABLE), and only secrets stored in clear before encryption
@@ -72,6 +73,7 @@ type Registry struct {
 	opts      RegistryOptions
 	rec       *recorder
 	secrets   *SecretBox // nil without a secret key
+	slots     *callSlots
 
 	mu      sync.Mutex
 	tenants map[uuid.UUID]*tenantEntry
@@ -94,7 +96,13 @@ func NewRegistry(db *gorm.DB, host *Host, deliverer *Deliverer, opts *RegistryOp
 		slog.Error("plugin secret encryption unavailable", "err", err)
 	}
 	o.SecretKey = nil // only the derived key is kept
-	return &Registry{db: db, host: host, deliverer: deliverer, opts: o, rec: newRecorder(db), secrets: secrets, tenants: map[uuid.UUID]*tenantEntry{}}
+	if o.SlotWait <= 0 {
+		o.SlotWait = defaultSlotWait
+	}
+	ho := host.Options()
+	return &Registry{db: db, host: host, deliverer: deliverer, opts: o, rec: newRecorder(db), secrets: secrets,
+		slots:   newCallSlots(ho.TenantConcurrency, ho.MaxConcurrentCalls, o.SlotWait),
+		tenants: map[uuid.UUID]*tenantEntry{}}
 }
 
 // Host returns the host the registry runs plugins in.
@@ -657,7 +665,15 @@ func (r *Registry) markLoaded(tenantID uuid.UUID, key string) {
 
 // call runs one hook of an active plugin, loading it if needed, and retries
 // once if the version was unloaded meanwhile (a concurrent cache refresh).
+// It first waits (at most SlotWait) for a call slot of the tenant and of the
+// process, so the host's own short wait for a slot is not what decides
+// under load; no slot in time is ErrBusy.
 func (r *Registry) call(ctx context.Context, tenantID uuid.UUID, a *activePlugin, hook string, input []byte) (*Invocation, error) {
+	release, err := r.slots.acquire(ctx, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s %s: %w", a.Name, hook, err)
+	}
+	defer release()
 	for attempt := 0; ; attempt++ {
 		p, err := r.plugin(ctx, tenantID, a.Name, a.VersionID, a.Hooks)
 		if err != nil {
@@ -671,21 +687,19 @@ func (r *Registry) call(ctx context.Context, tenantID uuid.UUID, a *activePlugin
 	}
 }
 
-// validationRequest is what core hands RunValidation.
-type validationRequest struct {
-	Operation string          `json:"operation"`
-	Input     json.RawMessage `json:"input"`
-	Current   json.RawMessage `json:"current"`
-	Project   json.RawMessage `json:"project"`
-}
-
-// RunValidation runs the tenant's enabled plugins that handle hook, in
-// priority-then-name order, each under its own deadline; the first rejection
-// wins. A plugin that fails (timeout, trap, bad output, ...) rejects the
-// change if its failure policy is fail_closed and is skipped if fail_open.
+// RunValidation runs the tenant's enabled plugins that handle req.Hook, in
+// priority-then-name order, each under its own deadline; the first
+// rejection wins. The plugins get req as ABI.md's JSON input: core loaded
+// everything in it (the project context included), so nothing here reads
+// the database but the cached plugin list. A plugin that fails (timeout,
+// trap, bad output, ...) rejects the change if its failure policy is
+// fail_closed and is skipped if fail_open; one that could not get a call
+// slot in time (ErrBusy) is skipped if fail_open and otherwise answers
+// EUNAVAILABLE (503: the platform, not the plugin, is short of capacity).
 // Each call is recorded in the invocation log asynchronously. An error means
-// the plugin set could not be read: the change must not proceed.
-func (r *Registry) RunValidation(ctx context.Context, tenantID uuid.UUID, hook string, input []byte) (core.Verdict, error) {
+// the change must not proceed.
+func (r *Registry) RunValidation(ctx context.Context, tenantID uuid.UUID, req core.ValidationRequest) (core.Verdict, error) {
+	hook := string(req.Hook)
 	slug, all, err := r.active(ctx, tenantID)
 	if err != nil {
 		return core.Verdict{}, err
@@ -694,27 +708,28 @@ func (r *Registry) RunValidation(ctx context.Context, tenantID uuid.UUID, hook s
 	if len(list) == 0 {
 		return core.Verdict{Allowed: true}, nil
 	}
-	var req validationRequest
-	if err := json.Unmarshal(input, &req); err != nil {
-		return core.Verdict{}, fmt.Errorf("run %s: decode input: %w", hook, err)
+	input, err := json.Marshal(req.Input)
+	if err != nil {
+		return core.Verdict{}, fmt.Errorf("run %s: encode input: %w", hook, err)
 	}
-	if hook == "document.validate" {
-		req.Input = capFirstBytes(req.Input)
-	}
-	if hook != "project.validate" && len(req.Project) == 0 && r.opts.Project != nil {
-		if pid, ok := projectIDOf(req.Input); ok {
-			if req.Project, err = r.opts.Project(ctx, tenantID, pid); err != nil {
-				return core.Verdict{}, fmt.Errorf("run %s: project context: %w", hook, err)
-			}
+	var current, project json.RawMessage
+	if req.Current != nil {
+		if current, err = json.Marshal(req.Current); err != nil {
+			return core.Verdict{}, fmt.Errorf("run %s: encode current: %w", hook, err)
 		}
+	}
+	if req.Project != nil && req.Hook != core.HookProjectValidate {
+		if project, err = json.Marshal(req.Project); err != nil {
+			return core.Verdict{}, fmt.Errorf("run %s: encode project: %w", hook, err)
+		}
+	}
+	if req.Hook == core.HookDocumentValidate {
+		input = capFirstBytes(input)
 	}
 	patched := false
 	for _, a := range list {
-		in := ValidationInput{Hook: hook, Tenant: slug, Config: a.Config, Operation: req.Operation,
-			Input: req.Input, Current: req.Current, Project: req.Project}
-		if hook == "project.validate" {
-			in.Project = nil
-		}
+		in := ValidationInput{Hook: hook, Tenant: slug, Config: a.Config, Operation: string(req.Operation),
+			Input: input, Current: current, Project: project}
 		b, err := in.Encode()
 		if err != nil {
 			return core.Verdict{}, fmt.Errorf("run %s: %w", hook, err)
@@ -734,6 +749,10 @@ func (r *Registry) RunValidation(ctx context.Context, tenantID uuid.UUID, hook s
 					"tenant_id", tenantID, "plugin", a.Name, "hook", hook, "err", err)
 				continue
 			}
+			if errors.Is(err, ErrBusy) {
+				return core.Verdict{}, &core.Error{Code: core.EUNAVAILABLE, Err: err,
+					Message: fmt.Sprintf("plugin %s could not run: the tenant's plugins are at their concurrency limit; retry shortly", a.Name)}
+			}
 			return core.Verdict{Allowed: false, Plugin: a.Name,
 				Message: fmt.Sprintf("plugin %s failed (%s) and its failure policy is fail_closed: the change was not applied", a.Name, FailureReason(err))}, nil
 		}
@@ -743,17 +762,17 @@ func (r *Registry) RunValidation(ctx context.Context, tenantID uuid.UUID, hook s
 		if len(res.Patch) > 0 && string(res.Patch) != "null" {
 			// Later plugins see the patched input; core validates the
 			// result again with its own rules.
-			merged, err := MergePatch(req.Input, res.Patch)
+			merged, err := MergePatch(input, res.Patch)
 			if err != nil {
 				return core.Verdict{Allowed: false, Plugin: a.Name,
 					Message: fmt.Sprintf("plugin %s returned an invalid patch: %v", a.Name, err)}, nil
 			}
-			req.Input, patched = merged, true
+			input, patched = merged, true
 		}
 	}
 	v := core.Verdict{Allowed: true}
 	if patched {
-		v.Patched = req.Input
+		v.Patched = input
 	}
 	return v, nil
 }
@@ -862,15 +881,4 @@ func capFirstBytes(input json.RawMessage) json.RawMessage {
 		return input
 	}
 	return out
-}
-
-func projectIDOf(input json.RawMessage) (uuid.UUID, bool) {
-	var v struct {
-		ProjectID string `json:"project_id"`
-	}
-	if json.Unmarshal(input, &v) != nil {
-		return uuid.Nil, false
-	}
-	id, err := uuid.Parse(v.ProjectID)
-	return id, err == nil
 }

@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/google/uuid"
@@ -41,8 +42,17 @@ func (s Scope) DB(ctx context.Context, db *gorm.DB) *gorm.DB {
 // Tx runs fn in a transaction whose search_path is the tenant's schema (then
 // public), set with set_config(..., true) so it ends with the transaction. A
 // panic or error in fn rolls back; the connection goes back to the pool with
-// no tenant state left on it.
+// no tenant state left on it. A tenant holds at most half of the pool's
+// connections in transactions at once: a further one waits, holding no
+// connection, at most the pool's acquire timeout (then ErrPoolTimeout).
 func (s Scope) Tx(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) error {
+	if c := connectorOf(db); c != nil {
+		release, err := c.tx.enter(ctx, s.ID, c.acquire)
+		if err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		defer release()
+	}
 	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := setSearchPath(tx, s.Schema); err != nil {
 			return err

@@ -101,7 +101,7 @@ func TestProvisionCreatesSchemaAtLatestVersion(t *testing.T) {
 // tenant's transaction (search_path) survives into the other's queries.
 func TestOneConnectionAlternatingTenants(t *testing.T) {
 	ctx := context.Background()
-	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 1, MaxIdleConns: 1})
+	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestConcurrentTenantsSeeOnlyTheirRows(t *testing.T) {
 // for the next tenant's query on the same (only) connection.
 func TestPanicAndRollbackThenOtherTenant(t *testing.T) {
 	ctx := context.Background()
-	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 1, MaxIdleConns: 1})
+	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestSchemasAtDifferentVersions(t *testing.T) {
 	testenv.DB(t)
 	extra := append(tenant.TenantMigrations(), tenant.Migration{Version: len(tenant.TenantMigrations()) + 1, Name: "9999_extra.sql",
 		SQL: "ALTER TABLE projects ADD COLUMN color text NOT NULL DEFAULT 'red'"})
-	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 1, MaxIdleConns: 1})
+	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

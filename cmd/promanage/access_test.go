@@ -509,7 +509,9 @@ func TestRateLimits(t *testing.T) {
 		}
 		// Authentication stays fail-closed: no credential, no access.
 		(client{t: t, base: base}).want(401, "GET", "/v1/me", nil)
-		r := (client{t: t, base: base}).want(503, "GET", "/readyz", nil)
+		// Redis is shared by every replica: its outage is reported, not
+		// a reason to take this process out of the load balancer.
+		r := (client{t: t, base: base}).want(200, "GET", "/readyz", nil)
 		if r.json(t)["checks"].(map[string]any)["redis"] != "unavailable" {
 			t.Fatalf("readyz: %s", r.Body)
 		}

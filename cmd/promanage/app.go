@@ -45,7 +45,7 @@ type app struct {
 var outboxConsumers = []string{"notifications"}
 
 func openApp(ctx context.Context, cfg Config) (*app, error) {
-	db, err := tenant.OpenDB(ctx, cfg.DatabaseURL, &tenant.DBOptions{MaxOpenConns: cfg.DBMaxConns})
+	db, err := tenant.OpenDB(ctx, cfg.DatabaseURL, cfg.dbOptions())
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +87,12 @@ func openApp(ctx context.Context, cfg Config) (*app, error) {
 	return a, nil
 }
 
+// dbOptions are the pool's size and bounded waits from the configuration.
+func (c *Config) dbOptions() *tenant.DBOptions {
+	return &tenant.DBOptions{MaxOpenConns: c.DBMaxConns, AcquireTimeout: c.DBAcquireTimeout,
+		StatementTimeout: c.DBStatementTimeout, LockTimeout: c.DBLockTimeout, IdleInTransactionTimeout: c.DBIdleInTxTimeout}
+}
+
 func (a *app) close() {
 	a.pluginSys.close()
 	if a.bucket != nil {
@@ -100,10 +106,12 @@ func (a *app) close() {
 	}
 }
 
-// readyChecks are the dependencies /readyz reports on.
+// readyChecks are the dependencies /readyz reports on, for the API and the
+// worker alike: only the database pool is required (RATIONALE.md,
+// "Readiness"); Kratos, the bucket and Redis are reported.
 func (a *app) readyChecks() []api.ReadyCheck {
 	checks := []api.ReadyCheck{
-		{Name: "postgres", Check: func(ctx context.Context) error { return tenant.SQLDB(a.db).PingContext(ctx) }},
+		{Name: "postgres", Required: true, Check: func(ctx context.Context) error { return tenant.Ping(ctx, a.db) }},
 		{Name: "kratos", Check: func(ctx context.Context) error { return httpOK(ctx, a.cfg.KratosPublicURL+"/health/ready") }},
 	}
 	checks = append(checks, api.ReadyCheck{Name: "bucket", Check: func(ctx context.Context) error {

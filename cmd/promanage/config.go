@@ -59,6 +59,15 @@ type Config struct {
 	PluginTenantConcurrency  int
 	PluginMaxConcurrentCalls int
 	PluginCacheTTL           time.Duration
+	// Bounded waits (issue 11): no request waits on a saturated pool, a
+	// lock, a plugin slot or a busy project longer than these.
+	DBAcquireTimeout   time.Duration
+	DBStatementTimeout time.Duration
+	DBLockTimeout      time.Duration
+	DBIdleInTxTimeout  time.Duration
+	WriteQueueWait     time.Duration
+	PluginSlotWait     time.Duration
+	OutboxLease        time.Duration
 }
 
 type setting struct {
@@ -110,6 +119,13 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_PLUGIN_MAX_TIMEOUT", flag: "plugin-max-timeout", def: "5s", help: "largest timeout_ms a plugin manifest may ask for", dur: &c.PluginMaxTimeout},
 		{env: "PROMANAGE_PLUGIN_TENANT_CONCURRENCY", flag: "plugin-tenant-concurrency", def: "4", help: "plugin calls running at once per tenant", num: &c.PluginTenantConcurrency},
 		{env: "PROMANAGE_PLUGIN_MAX_CONCURRENT_CALLS", flag: "plugin-max-concurrent-calls", def: "16", help: "plugin calls running at once in the process, all tenants together", num: &c.PluginMaxConcurrentCalls},
+		{env: "PROMANAGE_DB_ACQUIRE_TIMEOUT", flag: "db-acquire-timeout", def: "3s", help: "how long an operation waits for a free database connection before it answers 503", dur: &c.DBAcquireTimeout},
+		{env: "PROMANAGE_DB_STATEMENT_TIMEOUT", flag: "db-statement-timeout", def: "15s", help: "statement_timeout of the pool's sessions (0 = server default)", dur: &c.DBStatementTimeout},
+		{env: "PROMANAGE_DB_LOCK_TIMEOUT", flag: "db-lock-timeout", def: "3s", help: "lock_timeout of the pool's sessions: longest wait for a row or advisory lock before 503 (0 = server default)", dur: &c.DBLockTimeout},
+		{env: "PROMANAGE_DB_IDLE_IN_TX_TIMEOUT", flag: "db-idle-in-tx-timeout", def: "15s", help: "idle_in_transaction_session_timeout of the pool's sessions (0 = server default)", dur: &c.DBIdleInTxTimeout},
+		{env: "PROMANAGE_WRITE_QUEUE_WAIT", flag: "write-queue-wait", def: "3s", help: "how long a validated expense waits for its turn on a busy project in this process before it answers 503", dur: &c.WriteQueueWait},
+		{env: "PROMANAGE_PLUGIN_SLOT_WAIT", flag: "plugin-slot-wait", def: "3s", help: "how long a plugin call waits for a free call slot (tenant and process caps) before a fail_closed validation answers 503", dur: &c.PluginSlotWait},
+		{env: "PROMANAGE_OUTBOX_LEASE", flag: "outbox-lease", def: "60s", help: "how long a worker's claim of an outbox event is exclusive; a crashed worker's events are retried after it", dur: &c.OutboxLease},
 		{env: "PROMANAGE_PLUGIN_CACHE_TTL", flag: "plugin-cache-ttl", def: "2s", help: "how long a process trusts its cached list of a tenant's plugins (other replicas see a change within it)", dur: &c.PluginCacheTTL},
 	}
 }

@@ -34,7 +34,11 @@ var (
 	contracts sync.Map // host:port -> *testing.T
 )
 
+// TestMain runs the binary as the fault run's worker when asked to, and
+// otherwise checks every response of the servers the tests start against the
+// OpenAPI document.
 func TestMain(m *testing.M) {
+	runChaosWorker()
 	spec, _, err := api.Spec()
 	if err == nil {
 		checker, err = contract.New(spec)

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
-
 	"net/url"
 	"os"
 	"os/exec"
@@ -259,7 +259,41 @@ func ensureDatabase(ctx context.Context, rawURL string) error {
 
 // startPrivatePostgres runs initdb and pg_ctl from the installed PostgreSQL
 // server binaries, with the cluster under dataDir/postgres on port 54329.
-func startPrivatePostgres(ctx context.Context, dataDir string, logw interface{ Write([]byte) (int, error) }) (string, func(), error) {
+func startPrivatePostgres(ctx context.Context, dataDir string, logw io.Writer) (string, func(), error) {
+	pg, err := newPostgresCluster(filepath.Join(dataDir, "postgres"), "54329", logw)
+	if err != nil {
+		return "", nil, err
+	}
+	stop := func() {
+		// ctx is already cancelled when we stop (Ctrl-C): stop with our own.
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := pg.stop(stopCtx); err != nil {
+			slog.Error("stop private postgres", "err", err)
+		}
+	}
+	if pingPostgres(ctx, pg.url("promanage"), "postgres") == nil {
+		// Left running by an earlier run that did not stop cleanly: reuse it.
+		slog.Info("reusing the private PostgreSQL cluster already running", "dir", pg.dir)
+		return pg.url("promanage"), stop, nil
+	}
+	if err := pg.start(ctx); err != nil {
+		return "", nil, err
+	}
+	return pg.url("promanage"), stop, nil
+}
+
+// postgresCluster is a private PostgreSQL cluster run from the installed
+// server binaries (as the postgres user when we are root: initdb refuses
+// root), listening on 127.0.0.1 only. `promanage dev` and the fault-
+// injection run (chaos_test.go) use it.
+type postgresCluster struct {
+	binDir, dir, port string
+	logw              io.Writer
+}
+
+// newPostgresCluster initialises a cluster in dir (if it has none yet).
+func newPostgresCluster(dir, port string, logw io.Writer) (*postgresCluster, error) {
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
 		if p, err := exec.LookPath("initdb"); err == nil {
@@ -267,65 +301,67 @@ func startPrivatePostgres(ctx context.Context, dataDir string, logw interface{ W
 		}
 	}
 	if len(bins) == 0 {
-		return "", nil, errors.New("PostgreSQL is not running and its server binaries are not installed; install them with:\n\n    sudo apt-get install -y postgresql\n\nor set PROMANAGE_DATABASE_URL to a running server")
+		return nil, errors.New("PostgreSQL is not running and its server binaries are not installed; install them with:\n\n    sudo apt-get install -y postgresql\n\nor set PROMANAGE_DATABASE_URL to a running server")
 	}
-	binDir := filepath.Dir(bins[len(bins)-1])
-	pgData, err := filepath.Abs(filepath.Join(dataDir, "postgres"))
+	pgData, err := filepath.Abs(dir)
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
-	const port = "54329"
-	// initdb refuses to run as root: run the cluster as the postgres user.
-	asUserCtx := func(ctx context.Context, name string, args ...string) *exec.Cmd {
-		if os.Geteuid() == 0 {
-			if _, err := user.Lookup("postgres"); err == nil {
-				return exec.CommandContext(ctx, "runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
-			}
-		}
-		return exec.CommandContext(ctx, name, args...)
-	}
-	asUser := func(name string, args ...string) *exec.Cmd { return asUserCtx(ctx, name, args...) }
+	pg := &postgresCluster{binDir: filepath.Dir(bins[len(bins)-1]), dir: pgData, port: port, logw: logw}
 	if _, err := os.Stat(filepath.Join(pgData, "PG_VERSION")); err != nil {
 		if err := os.MkdirAll(pgData, 0o700); err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		if os.Geteuid() == 0 {
 			// The cluster runs as postgres: it must own its directory and be
-			// able to traverse (not list) the data directory above it.
+			// able to traverse (not list) the directory above it.
 			exec.Command("chown", "-R", "postgres:postgres", pgData).Run()
 			if fi, err := os.Stat(filepath.Dir(pgData)); err == nil && fi.Mode().Perm()&0o001 == 0 {
 				_ = os.Chmod(filepath.Dir(pgData), fi.Mode().Perm()|0o001)
 			}
 		}
-		init := asUser(filepath.Join(binDir, "initdb"), "-D", pgData, "-U", "postgres", "--auth=trust", "-E", "UTF8")
-		init.Stdout, init.Stderr = logw, logw
+		init := pg.command(context.Background(), "initdb", "-D", pgData, "-U", "postgres", "--auth=trust", "-E", "UTF8")
 		if err := init.Run(); err != nil {
-			return "", nil, fmt.Errorf("initdb: %w", err)
+			return nil, fmt.Errorf("initdb: %w", err)
 		}
 	}
-	stop := func() {
-		// ctx is already cancelled when we stop (Ctrl-C): stop with our own.
-		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c := asUserCtx(stopCtx, filepath.Join(binDir, "pg_ctl"), "-D", pgData, "-m", "fast", "-w", "stop")
-		c.Stdout, c.Stderr = logw, logw
-		if err := c.Run(); err != nil {
-			slog.Error("stop private postgres", "err", err)
+	return pg, nil
+}
+
+func (pg *postgresCluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	bin := filepath.Join(pg.binDir, name)
+	var c *exec.Cmd
+	if os.Geteuid() == 0 {
+		if _, err := user.Lookup("postgres"); err == nil {
+			c = exec.CommandContext(ctx, "runuser", append([]string{"-u", "postgres", "--", bin}, args...)...)
 		}
 	}
-	privateURL := "postgres://postgres@127.0.0.1:" + port + "/promanage?sslmode=disable"
-	if pingPostgres(ctx, privateURL, "postgres") == nil {
-		// Left running by an earlier run that did not stop cleanly: reuse it.
-		slog.Info("reusing the private PostgreSQL cluster already running", "dir", pgData)
-		return privateURL, stop, nil
+	if c == nil {
+		c = exec.CommandContext(ctx, bin, args...)
 	}
-	start := asUser(filepath.Join(binDir, "pg_ctl"), "-D", pgData, "-l", filepath.Join(pgData, "server.log"), "-w",
-		"-o", "-p "+port+" -c listen_addresses=127.0.0.1 -k "+pgData, "start")
-	start.Stdout, start.Stderr = logw, logw
-	if err := start.Run(); err != nil {
-		return "", nil, fmt.Errorf("start private postgres: %w", err)
+	c.Stdout, c.Stderr = pg.logw, pg.logw
+	return c
+}
+
+// url is the URL of database db on the cluster.
+func (pg *postgresCluster) url(db string) string {
+	return "postgres://postgres@127.0.0.1:" + pg.port + "/" + db + "?sslmode=disable"
+}
+
+// start starts the server and waits until it accepts connections.
+func (pg *postgresCluster) start(ctx context.Context) error {
+	c := pg.command(ctx, "pg_ctl", "-D", pg.dir, "-l", filepath.Join(pg.dir, "server.log"), "-w",
+		"-o", "-p "+pg.port+" -c listen_addresses=127.0.0.1 -k "+pg.dir, "start")
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("start private postgres: %w", err)
 	}
-	return privateURL, stop, nil
+	return nil
+}
+
+// stop shuts the server down fast: sessions are terminated, in-flight
+// transactions roll back.
+func (pg *postgresCluster) stop(ctx context.Context) error {
+	return pg.command(ctx, "pg_ctl", "-D", pg.dir, "-m", "fast", "-w", "stop").Run()
 }
 
 func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {

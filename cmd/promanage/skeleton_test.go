@@ -237,18 +237,28 @@ func mustMe(t *testing.T, c client) string {
 }
 
 // With Kratos unreachable, a session that is not cached cannot be verified:
-// the API answers 503 (never a pass, never a misleading 401), and /readyz
-// names kratos as the failing dependency.
+// the API answers 503 with Retry-After (never a pass, never a misleading
+// 401). /readyz stays 200, since this process can still serve (cached
+// sessions, JWTs) and a shared dependency's outage must not take every
+// replica out of the load balancer, but names kratos as unavailable, and
+// the dependency gauge says so.
 func TestKratosDownFailsClosed(t *testing.T) {
 	u := testenv.SignUp(t, "kratos-down")
 	base := server(t, "-kratos-public-url", "http://127.0.0.1:1")
 	c := client{t: t, base: base, token: u.Token}
 	r := c.want(503, "GET", "/v1/me", nil)
-	if r.json(t)["code"] != "unavailable" {
-		t.Fatalf("body: %s", r.Body)
+	if r.json(t)["code"] != "unavailable" || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("503 without code or Retry-After: %v %s", r.Header, r.Body)
 	}
-	r = (client{t: t, base: base}).want(503, "GET", "/readyz", nil)
-	if r.json(t)["checks"].(map[string]any)["kratos"] != "unavailable" {
+	anon := client{t: t, base: base}
+	r = anon.want(200, "GET", "/readyz", nil)
+	body := r.json(t)
+	if checks := body["checks"].(map[string]any); checks["kratos"] != "unavailable" || checks["postgres"] != "ok" || body["status"] != "degraded" {
 		t.Fatalf("readyz: %s", r.Body)
+	}
+	r = anon.want(200, "GET", "/metrics", nil)
+	if !strings.Contains(string(r.Body), `promanage_dependency_up{dependency="kratos"} 0`) ||
+		!strings.Contains(string(r.Body), `promanage_dependency_up{dependency="postgres"} 1`) {
+		t.Fatalf("dependency gauges missing from /metrics")
 	}
 }

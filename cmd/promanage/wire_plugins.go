@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -91,22 +90,15 @@ func (a *app) plugins() *plugins.Registry {
 			slog.Warn("PROMANAGE_SECRET_KEY is not set: new plugins cannot be uploaded (their webhook signing secrets are stored encrypted with it)")
 		}
 		deliverer := plugins.NewDeliverer(&plugins.DelivererOptions{AllowPrivate: allowPrivate})
-		projects := &core.ProjectService{DB: a.db}
+		// Hooks get their project context from core, loaded before the
+		// change's transaction: the registry never reads a project itself.
 		ps.registry = plugins.NewRegistry(a.db, host, deliverer, &plugins.RegistryOptions{
 			CacheTTL:  a.cfg.PluginCacheTTL,
+			SlotWait:  a.cfg.PluginSlotWait,
 			SecretKey: []byte(a.cfg.SecretKey),
 			Metrics:   a.pluginMetrics,
 			Audit: func(tx *gorm.DB, tenantID uuid.UUID, actor core.Actor, action, pluginID string, details any) error {
 				return core.RecordAudit(tx, tenant.ScopeOf(tenantID), actor, action, "plugin", pluginID, core.OutcomeSuccess, details)
-			},
-			Project: func(ctx context.Context, tenantID, projectID uuid.UUID) (json.RawMessage, error) {
-				p, err := projects.Get(ctx, tenant.ScopeOf(tenantID), projectID)
-				if core.ErrorCode(err) == core.ENOTFOUND {
-					return nil, nil
-				} else if err != nil {
-					return nil, err
-				}
-				return json.Marshal(map[string]any{"id": p.ID, "key": p.Key, "name": p.Name, "budget": p.Budget, "budget_summary": p.BudgetSummary})
 			},
 		})
 	})
@@ -178,6 +170,6 @@ func (a *app) validationHooks() core.ValidationHooks {
 // without it, no tenant's fail_closed plugin could be honoured.
 type unavailableRunner struct{}
 
-func (unavailableRunner) RunValidation(ctx context.Context, tenantID uuid.UUID, hook string, input []byte) (core.Verdict, error) {
+func (unavailableRunner) RunValidation(context.Context, uuid.UUID, core.ValidationRequest) (core.Verdict, error) {
 	return core.Verdict{}, errPluginHost
 }

@@ -14,7 +14,7 @@ func (a *app) workDeps() api.WorkDeps {
 	return api.WorkDeps{
 		Tasks:      &core.TaskService{DB: a.db, Events: a.events, Hooks: hooks},
 		Milestones: &core.MilestoneService{DB: a.db},
-		Expenses:   &core.ExpenseService{DB: a.db, Events: a.events, Hooks: hooks},
+		Expenses:   &core.ExpenseService{DB: a.db, Events: a.events, Hooks: hooks, Queue: &core.WriteQueue{Wait: a.cfg.WriteQueueWait}},
 		Budget:     &core.BudgetService{DB: a.db},
 		Events:     &core.EventService{DB: a.db},
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/promanage/promanage/api"
 	"github.com/promanage/promanage/core"
 )
 
@@ -36,12 +37,7 @@ func (m *Main) runWorker(ctx context.Context, args []string) error {
 	defer stopMetrics()
 	health := fiber.New(fiber.Config{DisableStartupMessage: true})
 	health.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
-	health.Get("/readyz", func(c *fiber.Ctx) error {
-		if err := a.db.WithContext(c.UserContext()).Exec("SELECT 1").Error; err != nil {
-			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "checks": fiber.Map{"postgres": "unavailable"}})
-		}
-		return c.JSON(fiber.Map{"status": "ok"})
-	})
+	health.Get("/readyz", api.ReadyHandler(a.readyChecks(), a.metrics))
 	ln, err := net.Listen("tcp", m.Config.HTTPAddr)
 	if err != nil {
 		return err
@@ -66,7 +62,7 @@ func (a *app) runWorker(ctx context.Context) error {
 			return fmt.Errorf("outbox consumer %q has no handler", name)
 		}
 	}
-	w := &core.OutboxWorker{DB: a.db, ListenURL: a.cfg.DatabaseURL, Consumers: consumers}
+	w := &core.OutboxWorker{DB: a.db, ListenURL: a.cfg.DatabaseURL, Consumers: consumers, Lease: a.cfg.OutboxLease}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(ctx) })
 	for _, job := range concat(a.workJobs(), a.documentJobs(), a.pluginJobs(), a.accessJobs()) {

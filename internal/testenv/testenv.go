@@ -115,8 +115,13 @@ type User struct {
 // a client would, and returns its session token.
 func SignUp(t testing.TB, name string) User {
 	t.Helper()
+	return SignUpAt(t, KratosURL(), name)
+}
+
+// SignUpAt is SignUp with the Kratos at base (a private one a test runs).
+func SignUpAt(t testing.TB, base, name string) User {
+	t.Helper()
 	email := Email(name)
-	base := KratosURL()
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get(base + "/self-service/registration/api")
 	if err != nil {
