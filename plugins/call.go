@@ -14,12 +14,12 @@ type Invocation struct {
 	Duration time.Duration // time the call took in the sandbox (waiting for an instance included)
 }
 
-// Call runs hook on plugin p for tenant with the JSON input. The call waits
+// Call runs hook on plugin p for tenant with the JSON input, in the plugin's
+// sandbox process. The hook's timeout (Manifest.TimeoutMS, else
+// ValidateTimeout or NotifyTimeout) and ctx bound the whole call: it waits
 // for a free slot of the tenant (TenantConcurrency), of the process
-// (MaxConcurrentCalls) and of the plugin (PoolSize) at most until ctx is
-// done or the hook's timeout elapses (then ErrBusy), and runs under the
-// hook's timeout (Manifest.TimeoutMS, else ValidateTimeout or NotifyTimeout)
-// and ctx, in the plugin's sandbox process.
+// (MaxConcurrentCalls) and of the plugin (PoolSize) within that deadline
+// (else ErrBusy), and runs in the time left.
 //
 // Errors (test with errors.Is): ErrHookNotDeclared, ErrInputTooLarge,
 // ErrBusy, ErrClosed before the plugin ran; ErrTimeout, ErrTrap,
@@ -52,7 +52,13 @@ func (h *Host) CallTimeout(ctx context.Context, p *Plugin, tenant, hook string, 
 	}
 	timeout = min(timeout, h.opts.MaxTimeout)
 
-	waitCtx, cancelWait := context.WithTimeout(ctx, timeout)
+	// One deadline for the whole call: waiting for slots eats into it.
+	start := time.Now()
+	deadline := start.Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	waitCtx, cancelWait := context.WithDeadline(ctx, deadline)
 	defer cancelWait()
 	releaseTenant, err := h.acquireTenant(waitCtx, tenant)
 	if err != nil {
@@ -71,21 +77,14 @@ func (h *Host) CallTimeout(ctx context.Context, p *Plugin, tenant, hook string, 
 		return nil, fmt.Errorf("plugin %s %s: %w", p.manifest.Name, hook, err)
 	}
 	defer p.release()
-	cancelWait()
 
-	start := time.Now()
-	deadline := start.Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
 	inv := &Invocation{Hook: hook}
 	fail := func(err error) (*Invocation, error) {
 		inv.Duration = time.Since(start)
 		return inv, fmt.Errorf("plugin %s %s: %w", p.manifest.Name, hook, err)
 	}
-	procCtx, cancelProc := context.WithDeadline(ctx, deadline)
-	proc, err := p.currentProc(procCtx)
-	cancelProc()
+	proc, err := p.currentProc(waitCtx)
+	cancelWait()
 	if err != nil {
 		if ctx.Err() == context.Canceled {
 			err = fmt.Errorf("plugin call canceled: %w", context.Canceled)
@@ -94,7 +93,7 @@ func (h *Host) CallTimeout(ctx context.Context, p *Plugin, tenant, hook string, 
 	}
 	remaining := time.Until(deadline)
 	if remaining <= 0 {
-		return fail(fmt.Errorf("%w: no time left to run", ErrTimeout))
+		return fail(fmt.Errorf("%w: the deadline passed while the call waited for a slot", ErrTimeout))
 	}
 	res, err := proc.call(ctx, remaining, hook, input)
 	if err != nil {

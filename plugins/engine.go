@@ -38,9 +38,11 @@ type engineConfig struct {
 	MaxOutputBytes int           `json:"max_output_bytes"`
 	PoolSize       int           `json:"pool_size"`
 	InitTimeout    time.Duration `json:"init_timeout"`
-	// DemoteAfter: a call or instance start still running after this long
-	// continues at the lowest CPU priority (see demote); 0 never demotes.
-	DemoteAfter time.Duration `json:"demote_after"`
+	// DemoteAfter: a call that used this much CPU continues at the lowest
+	// priority (see demote); StartDemoteAfter the same for instance starts;
+	// 0 never demotes.
+	DemoteAfter      time.Duration `json:"demote_after"`
+	StartDemoteAfter time.Duration `json:"start_demote_after"`
 }
 
 // newRuntime returns a wazero runtime configured for untrusted code. Compile
@@ -98,8 +100,10 @@ type engine struct {
 	waiting   int
 	changed   chan struct{} // closed (and replaced) when idle or live change
 	initFails int
-	retryAt   time.Time
+	retryAt   time.Time // no start before (instance starts keep failing)
 	startErr  error
+	callFails int       // calls failed in a row
+	replaceAt time.Time // no replacement before (calls keep failing)
 	closed    bool
 }
 
@@ -217,16 +221,29 @@ func (e *engine) acquire(ctx context.Context) (*instance, error) {
 		if e.closed {
 			return nil, ErrClosed
 		}
+		var wake <-chan time.Time
 		if e.live < e.cfg.PoolSize && e.starting < e.waiting {
-			if time.Now().Before(e.retryAt) {
+			now := time.Now()
+			switch {
+			case now.Before(e.retryAt):
 				return nil, fmt.Errorf("%w: %w", errStartFailed, e.startErr)
+			case now.Before(e.replaceAt):
+				// The plugin's calls keep failing: its instances come back
+				// slowly, so a hostile plugin cannot make the sandbox spend
+				// its time (and memory) starting them.
+				t := time.NewTimer(e.replaceAt.Sub(now))
+				defer t.Stop()
+				wake = t.C
+			default:
+				e.startLocked()
 			}
-			e.startLocked()
 		}
 		ch := e.changed
 		e.mu.Unlock()
 		select {
 		case <-ch:
+			e.mu.Lock()
+		case <-wake:
 			e.mu.Lock()
 		case <-ctx.Done():
 			e.mu.Lock()
@@ -246,7 +263,7 @@ func (e *engine) startLocked() {
 	e.live++
 	e.starting++
 	go func() {
-		done := demote(e.cfg.DemoteAfter)
+		done := demote(e.cfg.StartDemoteAfter)
 		defer done()
 		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.InitTimeout)
 		log := newCallLog(1024)
@@ -300,16 +317,30 @@ func (e *engine) release(inst *instance, healthy bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if healthy && !e.closed {
+		e.callFails = 0
 		e.idle = append(e.idle, inst)
 		e.broadcastLocked()
 		return
 	}
 	e.live--
+	e.callFails++
+	e.replaceAt = time.Now().Add(replaceDelay(e.callFails))
 	go inst.close(context.Background())
-	if !e.closed && len(e.idle) == 0 && e.starting == 0 && e.live < e.cfg.PoolSize && !time.Now().Before(e.retryAt) {
+	if !e.closed && len(e.idle) == 0 && e.starting == 0 && e.live < e.cfg.PoolSize && !time.Now().Before(e.retryAt) &&
+		!time.Now().Before(e.replaceAt) {
 		e.startLocked()
 	}
 	e.broadcastLocked()
+}
+
+// replaceDelay is how long an instance discarded after fails failed calls in
+// a row waits to be replaced: at once after one (a plugin that failed on one
+// input), then from 50 ms doubling to 5 s.
+func replaceDelay(fails int) time.Duration {
+	if fails <= 1 {
+		return 0
+	}
+	return min(50*time.Millisecond<<min(fails-2, 10), 5*time.Second)
 }
 
 // classify turns a failure into a protocol status and a message.

@@ -385,12 +385,12 @@ func (h *Host) sandboxLimits() (addressSpace, heap int64, text string) {
 }
 
 func (h *Host) engineConfig(initTimeout time.Duration) engineConfig {
-	d := h.opts.DemoteAfter
+	d, sd := h.opts.DemoteAfter, startDemoteAfter
 	if d < 0 {
-		d = 0
+		d, sd = 0, 0
 	}
 	return engineConfig{CacheDir: h.cacheDir, MaxMemoryPages: h.opts.MaxMemoryPages, MaxLogBytes: h.opts.MaxLogBytes,
-		MaxOutputBytes: h.opts.MaxOutputBytes, PoolSize: h.opts.PoolSize, InitTimeout: initTimeout, DemoteAfter: d}
+		MaxOutputBytes: h.opts.MaxOutputBytes, PoolSize: h.opts.PoolSize, InitTimeout: initTimeout, DemoteAfter: d, StartDemoteAfter: sd}
 }
 
 // compile runs a compile sandbox on the module file, with its CPU time
@@ -431,7 +431,7 @@ func (h *Host) compile(ctx context.Context, key, path string) error {
 	case errors.Is(err, ErrMemoryLimit):
 		return &InvalidModuleError{Reason: fmt.Sprintf("compiling the module needs more memory than the compiler's limit of %d MiB", h.opts.SandboxMemoryMB)}
 	}
-	return &InvalidModuleError{Reason: "the compiler failed on this module: " + err.Error()}
+	return &InvalidModuleError{Reason: fmt.Sprintf("the compiler failed on this module after %v of CPU time: %v", proc.cpuTime(), err)}
 }
 
 // initTimeout is the deadline of an instance's _initialize: the plugin's
@@ -447,7 +447,7 @@ func (p *Plugin) start(ctx context.Context) (*sandboxProc, error) {
 	as, heap, limits := h.sandboxLimits()
 	init := p.initTimeout()
 	cfg := childConfig{Mode: "run", Engine: h.engineConfig(init), MaxModuleBytes: h.opts.MaxModuleBytes,
-		AddressSpace: as, HeapLimit: heap}
+		AddressSpace: as, HeapLimit: heap, Batch: true}
 	proc, err := h.spawn(ctx, cfg, limits)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: %w: %w", p.manifest.Name, ErrBusy, err)
@@ -481,13 +481,11 @@ func (p *Plugin) setProc(proc *sandboxProc) {
 	close(p.ready)
 	p.mu.Unlock()
 	proc.mu.Lock()
+	proc.onDeath = p.procDied
 	dead := proc.isDead()
-	if !dead {
-		proc.onDeath = p.procDied
-	}
 	proc.mu.Unlock()
 	if dead {
-		p.procDied(proc)
+		proc.notifyGone()
 	}
 }
 
@@ -518,7 +516,10 @@ func (p *Plugin) procDied(proc *sandboxProc) {
 	delay := restartDelay(p.deaths)
 	p.ready = make(chan struct{})
 	p.mu.Unlock()
-	logDeath(p.manifest.Name, p.tenant, proc.deathErr)
+	proc.mu.Lock()
+	why := proc.stoppedErr()
+	proc.mu.Unlock()
+	logDeath(p.manifest.Name, p.tenant, why)
 	go p.restart(delay)
 }
 
@@ -695,4 +696,15 @@ func (p *Plugin) stop(proc *sandboxProc) {
 		proc.close()
 	}
 	os.Remove(p.modulePath)
+}
+
+// sandboxPID is the pid of the plugin's current sandbox process, 0 while it
+// is replaced (for tests).
+func (p *Plugin) sandboxPID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.proc == nil || p.proc.cmd.Process == nil {
+		return 0
+	}
+	return p.proc.cmd.Process.Pid
 }

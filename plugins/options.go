@@ -46,9 +46,12 @@ const (
 	DefaultMaxTimeout      = 5 * time.Second
 
 	// defaultDemoteAfter: a validation call of the Go example takes ~0.3 ms
-	// and a Go reactor starts in ~10 ms; a guest still busy after 10 ms is
-	// either doing real work that can wait for idle CPU or burning it.
-	defaultDemoteAfter = 10 * time.Millisecond
+	// of CPU; a call still busy after 2 ms is doing work that can wait for
+	// idle CPU, or burning it. An instance start gets startDemoteAfter: a Go
+	// reactor's _initialize takes ~10 ms, and a pool that cannot start
+	// instances on a busy machine would fail its calls.
+	defaultDemoteAfter = 2 * time.Millisecond
+	startDemoteAfter   = 50 * time.Millisecond
 
 	// maxTimeoutCeiling bounds Manifest.TimeoutMS when no operator setting is
 	// at hand (Manifest.Validate); Host.Load checks Options.MaxTimeout.
@@ -104,8 +107,9 @@ type Options struct {
 	// the running binary, which must call SandboxMain (promanage does; test
 	// binaries do from TestMain).
 	SandboxCommand []string
-	// DemoteAfter: a call (or instance start) running longer than this
-	// continues at the lowest CPU priority. Default 10ms; negative: never.
+	// DemoteAfter: a call that has used this much CPU time continues at
+	// the lowest CPU priority (SCHED_IDLE). Default 2ms (instance starts:
+	// 50ms); negative: never.
 	DemoteAfter time.Duration
 
 	ValidateTimeout time.Duration // default deadline of validation hooks

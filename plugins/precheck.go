@@ -101,8 +101,12 @@ const (
 var kindNames = map[byte]string{kindFunc: "function", kindTable: "table", kindMemory: "memory", kindGlobal: "global"}
 
 // precheckError is a module the structural check refuses; Host.Load turns it
-// into an *InvalidModuleError.
-type precheckError struct{ reason string }
+// into an *InvalidModuleError. limit tells a module over one of the limits
+// from a malformed one.
+type precheckError struct {
+	reason string
+	limit  bool
+}
 
 func (e *precheckError) Error() string { return e.reason }
 
@@ -122,6 +126,14 @@ type wasmReader struct {
 func (r *wasmReader) fail(format string, a ...any) {
 	if r.err == nil {
 		r.err = &precheckError{reason: fmt.Sprintf(format, a...) + fmt.Sprintf(" (at byte %d)", r.base+r.off)}
+	}
+}
+
+// failLimit is fail for a well-formed module over one of the limits.
+func (r *wasmReader) failLimit(format string, a ...any) {
+	if r.err == nil {
+		r.fail(format, a...)
+		r.err.(*precheckError).limit = true
 	}
 }
 
@@ -200,7 +212,7 @@ func (r *wasmReader) sleb(bits int) int64 {
 func (r *wasmReader) name() string {
 	n := r.u32()
 	if n > limitNameBytes {
-		r.fail("name of %d bytes, the limit is %d", n, limitNameBytes)
+		r.failLimit("name of %d bytes, the limit is %d", n, limitNameBytes)
 		return ""
 	}
 	b := r.bytes(n)
@@ -228,7 +240,7 @@ func (r *wasmReader) count(what string, limit, minBytes int) int {
 		return 0
 	}
 	if uint64(n) > uint64(limit) {
-		r.fail("%d %s, the limit is %d", n, what, limit)
+		r.failLimit("%d %s, the limit is %d", n, what, limit)
 		return 0
 	}
 	if uint64(n)*uint64(minBytes) > uint64(len(r.b)-r.off) {
@@ -281,6 +293,7 @@ func precheck(wasm []byte) (*moduleShape, error) {
 	last := 0
 	definedFuncs := -1 // from the function section; -1: absent
 	codeSeen := false
+	sawNames := false
 	for !top.done() {
 		sectionStart := top.off
 		id := top.byte()
@@ -302,8 +315,14 @@ func precheck(wasm []byte) (*moduleShape, error) {
 			last = order
 		}
 		switch id {
-		case 0: // custom: a name, then opaque bytes nobody executes
-			r.name()
+		case 0: // custom: a name, then bytes nobody executes
+			if name := r.name(); name == "name" && r.err == nil {
+				if sawNames {
+					r.fail("second name section")
+				}
+				sawNames = true
+				readNames(r)
+			}
 			r.off = len(r.b)
 		case 1:
 			s.readTypes(r)
@@ -393,6 +412,58 @@ func precheck(wasm []byte) (*moduleShape, error) {
 	return s, nil
 }
 
+// readNames checks the "name" custom section, which the runtime decodes
+// (and allocates for, by the counts it declares) although nothing runs it:
+// every count must fit in the bytes that follow.
+func readNames(r *wasmReader) {
+	for !r.done() {
+		id := r.byte()
+		size := r.u32()
+		start := r.base + r.off
+		sub := &wasmReader{b: r.bytes(size), base: start}
+		if r.err != nil {
+			return
+		}
+		switch id {
+		case 0: // module name
+			sub.anyName()
+		case 1: // function names
+			n := sub.count("function names", LimitFunctions+LimitImports, 2)
+			for i := 0; i < n && sub.err == nil; i++ {
+				sub.u32()
+				sub.anyName()
+			}
+		case 2: // local names
+			n := sub.count("functions with local names", LimitFunctions+LimitImports, 2)
+			for i := 0; i < n && sub.err == nil; i++ {
+				sub.u32()
+				m := sub.count("local names of a function", LimitFunctionLocals, 2)
+				for j := 0; j < m && sub.err == nil; j++ {
+					sub.u32()
+					sub.anyName()
+				}
+			}
+		default:
+			sub.off = len(sub.b)
+		}
+		if sub.err == nil && sub.off != len(sub.b) {
+			sub.fail("name subsection %d has %d bytes left over", id, len(sub.b)-sub.off)
+		}
+		if sub.err != nil {
+			r.err = sub.err
+			return
+		}
+	}
+}
+
+// anyName reads a UTF-8 name of any length that fits in the section.
+func (r *wasmReader) anyName() {
+	b := r.bytes(r.u32())
+	if r.err == nil && !utf8.Valid(b) {
+		r.fail("name is not valid UTF-8")
+	}
+}
+
 func (s *moduleShape) readTypes(r *wasmReader) {
 	n := r.count("function types", LimitTypes, 3)
 	s.stats.Types = n
@@ -433,7 +504,7 @@ func (s *moduleShape) readImports(r *wasmReader) {
 			}
 			// Refused by name, as ABI.md promises: only functions may be
 			// imported (a module owns its memory, tables and globals).
-			r.err = &precheckError{reason: fmt.Sprintf("import %s.%s (a %s) is not allowed: a plugin may import only the functions listed in ABI.md, and must define its own memory, tables and globals",
+			r.err = &precheckError{limit: true, reason: fmt.Sprintf("import %s.%s (a %s) is not allowed: a plugin may import only the functions listed in ABI.md, and must define its own memory, tables and globals",
 				imp.module, imp.name, what)}
 			return
 		}
@@ -462,7 +533,7 @@ func (s *moduleShape) readTables(r *wasmReader) {
 			return
 		}
 		if t.min > LimitTableEntries {
-			r.fail("table %d declares a minimum of %d entries, the limit is %d", i, t.min, LimitTableEntries)
+			r.failLimit("table %d declares a minimum of %d entries, the limit is %d", i, t.min, LimitTableEntries)
 			return
 		}
 		s.tables = append(s.tables, t)
@@ -521,7 +592,7 @@ func (s *moduleShape) readElements(r *wasmReader) {
 		m := r.count("entries in one element segment", LimitElementEntries, 1)
 		s.stats.ElementEntries += m
 		if s.stats.ElementEntries > LimitElementEntries {
-			r.fail("element segments hold %d entries in total, the limit is %d", s.stats.ElementEntries, LimitElementEntries)
+			r.failLimit("element segments hold %d entries in total, the limit is %d", s.stats.ElementEntries, LimitElementEntries)
 			return
 		}
 		for j := 0; j < m && r.err == nil; j++ {
@@ -575,7 +646,7 @@ func (s *moduleShape) readBody(r *wasmReader, index int) {
 		return
 	}
 	if size > LimitBodyBytes {
-		r.fail("function %d has a body of %d bytes, the limit is %d", index, size, LimitBodyBytes)
+		r.failLimit("function %d has a body of %d bytes, the limit is %d", index, size, LimitBodyBytes)
 		return
 	}
 	start := r.base + r.off
@@ -597,7 +668,7 @@ func (s *moduleShape) readBody(r *wasmReader, index int) {
 		}
 		locals += uint64(n)
 		if b.err == nil && locals > LimitFunctionLocals {
-			b.fail("function %d declares %d or more parameters and locals, the limit is %d", index, locals, LimitFunctionLocals)
+			b.failLimit("function %d declares %d or more parameters and locals, the limit is %d", index, locals, LimitFunctionLocals)
 		}
 	}
 	if b.err != nil {
@@ -607,7 +678,7 @@ func (s *moduleShape) readBody(r *wasmReader, index int) {
 	s.stats.MaxFunctionLocals = max(s.stats.MaxFunctionLocals, locals)
 	s.stats.TotalLocals += locals
 	if s.stats.TotalLocals > LimitTotalLocals {
-		b.fail("functions declare %d parameters and locals in total, the limit is %d", s.stats.TotalLocals, LimitTotalLocals)
+		b.failLimit("functions declare %d parameters and locals in total, the limit is %d", s.stats.TotalLocals, LimitTotalLocals)
 		r.err = b.err
 		return
 	}
@@ -625,7 +696,7 @@ func (s *moduleShape) readBody(r *wasmReader, index int) {
 			depth++
 			blocks++
 			if depth > LimitNestingDepth {
-				b.fail("function %d nests blocks %d deep, the limit is %d", index, depth, LimitNestingDepth)
+				b.failLimit("function %d nests blocks %d deep, the limit is %d", index, depth, LimitNestingDepth)
 			}
 			s.stats.MaxDepth = max(s.stats.MaxDepth, depth)
 		case op == 0x0b: // end
@@ -635,7 +706,7 @@ func (s *moduleShape) readBody(r *wasmReader, index int) {
 			s.stats.MaxBrTable = max(s.stats.MaxBrTable, n)
 			s.stats.TotalBrTable += n
 			if s.stats.TotalBrTable > LimitTotalBrTableTarget {
-				b.fail("br_tables have %d targets in total, the limit is %d", s.stats.TotalBrTable, LimitTotalBrTableTarget)
+				b.failLimit("br_tables have %d targets in total, the limit is %d", s.stats.TotalBrTable, LimitTotalBrTableTarget)
 			}
 			for i := 0; i <= n && b.err == nil; i++ {
 				b.u32()
@@ -649,7 +720,7 @@ func (s *moduleShape) readBody(r *wasmReader, index int) {
 	}
 	s.stats.LocalsTimesBlocks += locals * blocks
 	if b.err == nil && s.stats.LocalsTimesBlocks > LimitLocalsTimesBlocks {
-		b.fail("the sum over functions of locals times blocks reaches %d, the limit is %d", s.stats.LocalsTimesBlocks, LimitLocalsTimesBlocks)
+		b.failLimit("the sum over functions of locals times blocks reaches %d, the limit is %d", s.stats.LocalsTimesBlocks, LimitLocalsTimesBlocks)
 	}
 	if b.err != nil {
 		r.err = b.err

@@ -172,6 +172,7 @@ func (c *child) run() int {
 	if err != nil {
 		return 0
 	}
+	loaded()
 	wasm = nil
 	var (
 		mu      sync.Mutex

@@ -5,6 +5,7 @@ package plugins
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -16,14 +17,15 @@ import (
 )
 
 // demote runs the rest of the calling goroutine on its own OS thread and,
-// once that thread has used d of CPU time, lowers it to the lowest CPU
-// priority (nice 19): a guest burning CPU until its deadline then only takes
-// CPU time nobody else wants, so it cannot slow other tenants' calls, while
-// short calls (and a Go reactor's start, ~10 ms) never notice. CPU time, not
-// wall time, so a loaded machine does not demote work that merely waited.
-// An unprivileged process cannot raise a priority again, so a demoted thread
-// is never reused: the goroutine must return after calling the returned
-// function, and the runtime then ends the thread. d <= 0 does nothing.
+// once that thread has used d of CPU time, moves it to SCHED_IDLE: it then
+// only gets CPU time no other thread wants, and any other thread waking up
+// preempts it at once, so a guest burning CPU until its deadline cannot
+// slow other tenants' calls, while short calls (and a Go reactor's start,
+// ~10 ms) never notice. CPU time, not wall time, so a loaded machine does
+// not demote work that merely waited. An unprivileged thread cannot leave
+// SCHED_IDLE, so a demoted thread is never reused: the goroutine must return
+// after calling the returned function, and the runtime then ends the
+// thread. d <= 0 does nothing.
 func demote(d time.Duration) (done func()) {
 	if d <= 0 {
 		return func() {}
@@ -48,7 +50,7 @@ func demote(d time.Duration) (done func()) {
 			return
 		}
 		demoted = true
-		_ = syscall.Setpriority(syscall.PRIO_PROCESS, tid, 19)
+		setPolicy(tid, schedIdle)
 	}
 	mu.Lock()
 	t = time.AfterFunc(d, check)
@@ -64,6 +66,36 @@ func demote(d time.Duration) (done func()) {
 		}
 	}
 }
+
+// Scheduling policies (linux/sched.h).
+const (
+	schedOther = 0
+	schedBatch = 3
+	schedIdle  = 5
+)
+
+func setPolicy(tid, policy int) {
+	var param struct{ priority int32 }
+	syscall.Syscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(tid), uintptr(policy), uintptr(unsafe.Pointer(&param)))
+}
+
+// setProcessPolicy sets the policy of every thread of the process (threads
+// created later inherit their creator's).
+func setProcessPolicy(policy int) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			setPolicy(tid, policy)
+		}
+	}
+}
+
+// loaded ends a run child's start-up: its threads go from SCHED_BATCH back
+// to SCHED_OTHER, so its calls wake up as promptly as any request.
+func loaded() { setProcessPolicy(schedOther) }
 
 // threadCPU is the CPU time thread tid of this process has used.
 func threadCPU(tid int) time.Duration {
@@ -81,7 +113,9 @@ func threadCPU(tid int) time.Duration {
 // space of what the Go runtime reserved at start plus the child's budget
 // (the runtime reserves ~1.5 GiB of address space before main, so the limit
 // cannot be set before exec), a soft heap limit, CPU time for compile
-// children, and batch scheduling for compile children.
+// children, and batch scheduling (compile children; run children until
+// their module is loaded, so restarting a crashed sandbox does not compete
+// with calls).
 func applyChildLimits(cfg childConfig) error {
 	set := func(res int, v uint64) error {
 		return syscall.Setrlimit(res, &syscall.Rlimit{Cur: v, Max: v})
@@ -115,19 +149,9 @@ func applyChildLimits(cfg childConfig) error {
 		return fmt.Errorf("PR_SET_NO_NEW_PRIVS: %w", errno)
 	}
 	if cfg.Batch {
-		// SCHED_BATCH: the same share of CPU, but never preempting a task
-		// that wakes up (a call); threads created later inherit it.
-		const schedBatch = 3
-		var param struct{ priority int32 }
-		tasks, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			return err
-		}
-		for _, t := range tasks {
-			if tid, err := strconv.Atoi(t.Name()); err == nil {
-				syscall.Syscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(tid), schedBatch, uintptr(unsafe.Pointer(&param)))
-			}
-		}
+		// SCHED_BATCH: the same share of CPU, but never preempting a thread
+		// that wakes up (a call).
+		setProcessPolicy(schedBatch)
 	}
 	return nil
 }
@@ -157,6 +181,19 @@ func procStatusBytes(path, field string) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s: no %s", path, field)
+}
+
+// startBatch starts cmd from a thread running under SCHED_BATCH, so the
+// child inherits it from its first instruction: the Go runtime's start and
+// the package initialisation of a big binary (milliseconds of CPU) never
+// compete with calls. (The child applies its own policy later.)
+func startBatch(cmd *exec.Cmd) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := syscall.Gettid()
+	setPolicy(tid, schedBatch)
+	defer setPolicy(tid, schedOther)
+	return cmd.Start()
 }
 
 // childProcAttr puts a child in its own process group (a terminal's ^C

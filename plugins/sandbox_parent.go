@@ -45,7 +45,9 @@ type sandboxProc struct {
 
 	control  chan frame // hello, loaded, compiled
 	waitDone chan struct{}
+	stopping chan struct{} // closed when the host kills the child
 	dead     chan struct{} // closed once the child is gone and deathErr is set
+	gone     sync.Once     // onDeath runs once: at the kill, or at the death
 
 	mu        sync.Mutex
 	nextID    uint64
@@ -98,7 +100,7 @@ func (h *Host) spawn(ctx context.Context, cfg childConfig, limits string) (*sand
 	cmd.ExtraFiles = []*os.File{reqR, respW}
 	cmd.Stderr = errW
 	cmd.SysProcAttr = childProcAttr()
-	err = cmd.Start()
+	err = startBatch(cmd)
 	reqR.Close()
 	respW.Close()
 	errW.Close()
@@ -109,7 +111,7 @@ func (h *Host) spawn(ctx context.Context, cfg childConfig, limits string) (*sand
 		return nil, fmt.Errorf("start plugin sandbox: %w", err)
 	}
 	p := &sandboxProc{cmd: cmd, mode: cfg.Mode, req: reqW, resp: bufio.NewReaderSize(respR, 64<<10), stderr: &tailBuffer{max: stderrTail},
-		limits: limits, control: make(chan frame, 1), waitDone: make(chan struct{}), dead: make(chan struct{}),
+		limits: limits, control: make(chan frame, 1), waitDone: make(chan struct{}), stopping: make(chan struct{}), dead: make(chan struct{}),
 		pending: map[uint64]chan *callResult{}}
 	h.trackProc(p, true)
 	go func() {
@@ -193,11 +195,20 @@ func (p *sandboxProc) finish(readErr error) {
 		<-p.waitDone
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.deathErr = p.describeDeath(readErr)
 	close(p.dead)
-	if p.onDeath != nil {
-		go p.onDeath(p)
+	p.mu.Unlock()
+	p.notifyGone()
+}
+
+// notifyGone tells the owner (once) that this child will serve no more
+// calls, so it starts a replacement without waiting for the exit.
+func (p *sandboxProc) notifyGone() {
+	p.mu.Lock()
+	fn := p.onDeath
+	p.mu.Unlock()
+	if fn != nil {
+		p.gone.Do(func() { go fn(p) })
 	}
 }
 
@@ -238,14 +249,20 @@ func firstLine(s string) string {
 }
 
 // kill ends the child at once (SIGKILL); note says why, for the callers.
+// Calls waiting on it return at once; the exit is reaped in the background.
 func (p *sandboxProc) kill(note string) {
 	p.mu.Lock()
-	if p.killNote == "" {
+	first := p.killNote == ""
+	if first {
 		p.killNote = note
+		close(p.stopping)
 	}
 	p.mu.Unlock()
 	if p.cmd.Process != nil {
 		_ = p.cmd.Process.Kill()
+	}
+	if first {
+		p.notifyGone()
 	}
 }
 
@@ -266,9 +283,12 @@ func (p *sandboxProc) cpuTime() time.Duration {
 	return ps.UserTime() + ps.SystemTime()
 }
 
+// isDead reports whether the child is dead or being killed.
 func (p *sandboxProc) isDead() bool {
 	select {
 	case <-p.dead:
+		return true
+	case <-p.stopping:
 		return true
 	default:
 		return false
@@ -340,8 +360,9 @@ func (p *sandboxProc) call(ctx context.Context, timeout time.Duration, hook stri
 	ch := make(chan *callResult, 1)
 	p.mu.Lock()
 	if p.isDead() {
+		err := p.stoppedErr()
 		p.mu.Unlock()
-		return nil, p.deathErr
+		return nil, err
 	}
 	p.nextID++
 	id := p.nextID
@@ -369,19 +390,10 @@ func (p *sandboxProc) call(ctx context.Context, timeout time.Duration, hook stri
 		select {
 		case res := <-ch:
 			return res, nil
+		case <-p.stopping:
+			return p.failed(ch, id, timeout)
 		case <-p.dead:
-			select {
-			case res := <-ch: // answered just before it died
-				return res, nil
-			default:
-			}
-			p.mu.Lock()
-			killedFor := p.killedFor
-			p.mu.Unlock()
-			if killedFor == id {
-				return nil, fmt.Errorf("%w: the plugin sandbox process did not answer within the deadline of %v plus %v and was killed", ErrTimeout, timeout, WatchdogSlack)
-			}
-			return nil, p.deathErr
+			return p.failed(ch, id, timeout)
 		case <-done:
 			done = nil
 			var e encoder
@@ -389,6 +401,32 @@ func (p *sandboxProc) call(ctx context.Context, timeout time.Duration, hook stri
 			_ = p.send(frameCancel, e.b)
 		}
 	}
+}
+
+// failed is a pending call's outcome once its child is killed or dead: its
+// answer if it came first, ErrTimeout if its own deadline killed the child,
+// else why the child ended.
+func (p *sandboxProc) failed(ch chan *callResult, id uint64, timeout time.Duration) (*callResult, error) {
+	select {
+	case res := <-ch:
+		return res, nil
+	default:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.pending, id)
+	if p.killedFor == id {
+		return nil, fmt.Errorf("%w: the plugin sandbox process did not answer within the deadline of %v plus %v and was killed", ErrTimeout, timeout, WatchdogSlack)
+	}
+	return nil, p.stoppedErr()
+}
+
+// stoppedErr explains a dead or killed child (p.mu held).
+func (p *sandboxProc) stoppedErr() error {
+	if p.deathErr != nil {
+		return p.deathErr
+	}
+	return fmt.Errorf("%w: the plugin sandbox process was stopped: %s", ErrTrap, p.killNote)
 }
 
 // tailBuffer keeps the first and the last bytes written to it, at most max

@@ -15,6 +15,7 @@ type wasmModule struct {
 	exports  [][]byte // encoded export entries
 	start    *uint32
 	elems    [][]byte // encoded element segments
+	dataCnt  bool     // emit a data count section
 	codes    [][]byte // encoded bodies (without their size)
 	datas    [][]byte // encoded data segments
 	rawCode  []byte   // if set, the code section's content as is
@@ -137,6 +138,9 @@ func (m *wasmModule) bytes() []byte {
 	}
 	if len(m.elems) > 0 {
 		out = append(out, section(9, vec(m.elems))...)
+	}
+	if m.dataCnt {
+		out = append(out, section(12, leb(uint64(len(m.datas))))...)
 	}
 	if m.rawCode != nil {
 		out = append(out, section(10, m.rawCode)...)
