@@ -109,7 +109,7 @@ func threadCPU(tid int) time.Duration {
 }
 
 // applyChildLimits sets a sandbox child's own OS limits, before it reads any
-// input: no core dumps, few file descriptors, no privilege gain, an address
+// input: first in line for the OOM killer, no core dumps, few file descriptors, no privilege gain, an address
 // space of what the Go runtime reserved at start plus the child's budget
 // (the runtime reserves ~1.5 GiB of address space before main, so the limit
 // cannot be set before exec), a soft heap limit, CPU time for compile
@@ -120,6 +120,9 @@ func applyChildLimits(cfg childConfig) error {
 	set := func(res int, v uint64) error {
 		return syscall.Setrlimit(res, &syscall.Rlimit{Cur: v, Max: v})
 	}
+	// Under memory pressure (the container's limit), the kernel kills a
+	// sandbox before the host: any process may raise its own score.
+	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0)
 	if err := set(syscall.RLIMIT_CORE, 0); err != nil {
 		return fmt.Errorf("RLIMIT_CORE: %w", err)
 	}

@@ -53,6 +53,12 @@ type Config struct {
 	PluginTenantConcurrency  int
 	PluginMaxConcurrentCalls int
 	PluginCacheTTL           time.Duration
+	// Plugin sandbox (issue 10): compilation budgets and sandbox processes.
+	PluginCompileCPU         time.Duration
+	PluginCompileTimeout     time.Duration
+	PluginMaxConcurrentLoads int
+	PluginMaxSandboxes       int
+	PluginSandboxMemoryMB    int
 }
 
 type setting struct {
@@ -98,7 +104,12 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_PLUGIN_NOTIFY_TIMEOUT", flag: "plugin-notify-timeout", def: "2s", help: "default deadline of a notification hook call", dur: &c.PluginNotifyTimeout},
 		{env: "PROMANAGE_PLUGIN_MAX_TIMEOUT", flag: "plugin-max-timeout", def: "5s", help: "largest timeout_ms a plugin manifest may ask for", dur: &c.PluginMaxTimeout},
 		{env: "PROMANAGE_PLUGIN_TENANT_CONCURRENCY", flag: "plugin-tenant-concurrency", def: "4", help: "plugin calls running at once per tenant", num: &c.PluginTenantConcurrency},
-		{env: "PROMANAGE_PLUGIN_MAX_CONCURRENT_CALLS", flag: "plugin-max-concurrent-calls", def: "16", help: "plugin calls running at once in the process, all tenants together", num: &c.PluginMaxConcurrentCalls},
+		{env: "PROMANAGE_PLUGIN_MAX_CONCURRENT_CALLS", flag: "plugin-max-concurrent-calls", def: "64", help: "plugin calls running at once in the process, all tenants together", num: &c.PluginMaxConcurrentCalls},
+		{env: "PROMANAGE_PLUGIN_COMPILE_CPU", flag: "plugin-compile-cpu", def: "8s", help: "CPU time a plugin module's compilation may take; a module needing more is refused (422)", dur: &c.PluginCompileCPU},
+		{env: "PROMANAGE_PLUGIN_COMPILE_TIMEOUT", flag: "plugin-compile-timeout", def: "30s", help: "wall-clock time of a compilation; past it the upload answers 503 (machine too busy)", dur: &c.PluginCompileTimeout},
+		{env: "PROMANAGE_PLUGIN_MAX_CONCURRENT_LOADS", flag: "plugin-max-concurrent-loads", def: "4", help: "plugin compilations at once in the process (one per tenant)", num: &c.PluginMaxConcurrentLoads},
+		{env: "PROMANAGE_PLUGIN_MAX_SANDBOXES", flag: "plugin-max-sandboxes", def: "64", help: "plugin sandbox processes (one per loaded plugin version) per process", num: &c.PluginMaxSandboxes},
+		{env: "PROMANAGE_PLUGIN_SANDBOX_MEMORY_MB", flag: "plugin-sandbox-memory-mb", def: "1024", help: "address space a plugin sandbox process may use beyond its runtime's start, in MiB", num: &c.PluginSandboxMemoryMB},
 		{env: "PROMANAGE_PLUGIN_CACHE_TTL", flag: "plugin-cache-ttl", def: "2s", help: "how long a process trusts its cached list of a tenant's plugins (other replicas see a change within it)", dur: &c.PluginCacheTTL},
 	}
 }
