@@ -108,7 +108,7 @@ type Options struct {
 	// binaries do from TestMain).
 	SandboxCommand []string
 	// DemoteAfter: a call that has used this much CPU time continues at
-	// the lowest CPU priority (SCHED_IDLE). Default 2ms (instance starts:
+	// the lowest CPU priority (nice 19). Default 2ms (instance starts:
 	// 50ms); negative: never.
 	DemoteAfter time.Duration
 

@@ -17,15 +17,16 @@ import (
 )
 
 // demote runs the rest of the calling goroutine on its own OS thread and,
-// once that thread has used d of CPU time, moves it to SCHED_IDLE: it then
-// only gets CPU time no other thread wants, and any other thread waking up
-// preempts it at once, so a guest burning CPU until its deadline cannot
-// slow other tenants' calls, while short calls (and a Go reactor's start,
-// ~10 ms) never notice. CPU time, not wall time, so a loaded machine does
-// not demote work that merely waited. An unprivileged thread cannot leave
-// SCHED_IDLE, so a demoted thread is never reused: the goroutine must return
-// after calling the returned function, and the runtime then ends the
-// thread. d <= 0 does nothing.
+// once that thread has used d of CPU time, lowers it to nice 19: it then
+// gets a sliver of the CPU when others want it (weight 15 against 1024) and
+// other threads waking up preempt it, so a guest burning CPU until its
+// deadline cannot slow other tenants' calls, while short calls (and a Go
+// reactor's start, ~10 ms) never notice, and real work still progresses on
+// a busy machine (SCHED_IDLE would starve it). CPU time, not wall time, so a
+// loaded machine does not demote work that merely waited. An unprivileged
+// thread cannot raise its priority again, so a demoted thread is never
+// reused: the goroutine must return after calling the returned function, and
+// the runtime then ends the thread. d <= 0 does nothing.
 func demote(d time.Duration) (done func()) {
 	if d <= 0 {
 		return func() {}
@@ -50,7 +51,7 @@ func demote(d time.Duration) (done func()) {
 			return
 		}
 		demoted = true
-		setPolicy(tid, schedIdle)
+		_ = syscall.Setpriority(syscall.PRIO_PROCESS, tid, 19)
 	}
 	mu.Lock()
 	t = time.AfterFunc(d, check)
@@ -71,7 +72,6 @@ func demote(d time.Duration) (done func()) {
 const (
 	schedOther = 0
 	schedBatch = 3
-	schedIdle  = 5
 )
 
 func setPolicy(tid, policy int) {
@@ -129,7 +129,7 @@ func applyChildLimits(cfg childConfig) error {
 	if err := set(syscall.RLIMIT_NOFILE, 64); err != nil {
 		return fmt.Errorf("RLIMIT_NOFILE: %w", err)
 	}
-	if cfg.AddressSpace > 0 {
+	if cfg.AddressSpace > 0 && !raceEnabled {
 		vm, err := vmSize()
 		if err != nil {
 			return err
