@@ -194,6 +194,18 @@ func (e *engine) call(ctx context.Context, timeout time.Duration, hook string, i
 	return res
 }
 
+// demoteAfter is how much CPU the next call may use before it is demoted:
+// DemoteAfter, or a tenth of it (at least 1 ms) while the plugin's calls keep
+// failing (a plugin burning CPU until its deadline fails every call).
+func (e *engine) demoteAfter() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.callFails > 0 && e.cfg.DemoteAfter > 0 {
+		return max(e.cfg.DemoteAfter/10, time.Millisecond)
+	}
+	return e.cfg.DemoteAfter
+}
+
 // errStartFailed wraps the last instance start failure while the engine
 // waits before trying again.
 var errStartFailed = errors.New("no instance could be started")

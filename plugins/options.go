@@ -46,11 +46,12 @@ const (
 	DefaultMaxTimeout      = 5 * time.Second
 
 	// defaultDemoteAfter: a validation call of the Go example takes ~0.3 ms
-	// of CPU; a call still busy after 2 ms is doing work that can wait for
-	// idle CPU, or burning it. An instance start gets startDemoteAfter: a Go
-	// reactor's _initialize takes ~10 ms, and a pool that cannot start
-	// instances on a busy machine would fail its calls.
-	defaultDemoteAfter = 2 * time.Millisecond
+	// of CPU, ~3 ms on a fresh instance (its runtime warms up); a call still
+	// busy after 10 ms is doing work that can wait for spare CPU, or burning
+	// it. An instance start gets startDemoteAfter: a Go reactor's
+	// _initialize takes ~10 ms, and a pool that cannot start instances on a
+	// busy machine would fail its calls.
+	defaultDemoteAfter = 10 * time.Millisecond
 	startDemoteAfter   = 50 * time.Millisecond
 
 	// maxTimeoutCeiling bounds Manifest.TimeoutMS when no operator setting is
@@ -108,7 +109,7 @@ type Options struct {
 	// binaries do from TestMain).
 	SandboxCommand []string
 	// DemoteAfter: a call that has used this much CPU time continues at
-	// the lowest CPU priority (nice 19). Default 2ms (instance starts:
+	// the lowest CPU priority (nice 19). Default 10ms (instance starts:
 	// 50ms); negative: never.
 	DemoteAfter time.Duration
 

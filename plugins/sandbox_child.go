@@ -194,7 +194,7 @@ func (c *child) run() int {
 			cancels[req.id] = cancel
 			mu.Unlock()
 			go func() {
-				res := onOwnThread(c.cfg.Engine.DemoteAfter, func() *callResult {
+				res := onOwnThread(eng.demoteAfter(), func() *callResult {
 					return eng.call(callCtx, req.timeout, req.hook, req.input)
 				})
 				mu.Lock()
