@@ -126,8 +126,6 @@ func resultError(ctx context.Context, res *callResult) error {
 			return fmt.Errorf("plugin call canceled: %w", context.Canceled)
 		}
 		typed = ErrTimeout
-	case statusBusy:
-		typed = ErrBusy
 	default: // trap, a failed instance start, anything unknown
 		typed = ErrTrap
 	}

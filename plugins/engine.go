@@ -181,6 +181,7 @@ func (e *engine) call(ctx context.Context, timeout time.Duration, hook string, i
 	inst, err := e.acquire(ctx)
 	if err != nil {
 		res.status, res.message = e.classify(ctx, nil, log, err)
+		res.message = clipMessage(res.message)
 		res.duration, res.logs = time.Since(start), log.lines()
 		return res
 	}
@@ -191,7 +192,19 @@ func (e *engine) call(ctx context.Context, timeout time.Duration, hook string, i
 	}
 	e.release(inst, err == nil)
 	res.output, res.logs = out, log.lines()
+	res.message = clipMessage(res.message)
 	return res
+}
+
+// maxErrorMessage bounds a failure's message (a trap's stack trace names
+// up to 30 functions, with names as long as the module makes them).
+const maxErrorMessage = 4 << 10
+
+func clipMessage(s string) string {
+	if len(s) <= maxErrorMessage {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxErrorMessage], "") + "..."
 }
 
 // demoteAfter is how much CPU the next call may use before it is demoted:

@@ -137,6 +137,7 @@ func (c *child) reply(typ byte, err error) {
 		if errors.As(err, &ime) {
 			res.message = ime.Reason
 		}
+		res.message = clipMessage(res.message)
 	}
 	_ = c.send(typ, res.encode())
 }

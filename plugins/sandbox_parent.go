@@ -36,7 +36,6 @@ const (
 // sandboxProc is one child process and the host's end of its pipes.
 type sandboxProc struct {
 	cmd    *exec.Cmd
-	mode   string
 	req    *os.File
 	wmu    sync.Mutex
 	resp   *bufio.Reader
@@ -68,7 +67,8 @@ func (h *Host) maxAnswerFrame() int {
 	return h.opts.MaxOutputBytes + 4*h.opts.MaxLogBytes + 128<<10
 }
 
-// spawn starts a child in mode with cfg and waits for its hello.
+// spawn starts a child with cfg (its mode, limits and engine) and waits for
+// its hello.
 func (h *Host) spawn(ctx context.Context, cfg childConfig, limits string) (*sandboxProc, error) {
 	arg, err := json.Marshal(cfg)
 	if err != nil {
@@ -110,7 +110,7 @@ func (h *Host) spawn(ctx context.Context, cfg childConfig, limits string) (*sand
 		errR.Close()
 		return nil, fmt.Errorf("start plugin sandbox: %w", err)
 	}
-	p := &sandboxProc{cmd: cmd, mode: cfg.Mode, req: reqW, resp: bufio.NewReaderSize(respR, 64<<10), stderr: &tailBuffer{max: stderrTail},
+	p := &sandboxProc{cmd: cmd, req: reqW, resp: bufio.NewReaderSize(respR, 64<<10), stderr: &tailBuffer{max: stderrTail},
 		limits: limits, control: make(chan frame, 1), waitDone: make(chan struct{}), stopping: make(chan struct{}), dead: make(chan struct{}),
 		pending: map[uint64]chan *callResult{}}
 	h.trackProc(p, true)

@@ -39,8 +39,7 @@ const (
 	statusInvalidOutput  = 5 // ErrInvalidOutput
 	statusCanceled       = 6 // the host canceled the call
 	statusInvalidModule  = 7 // compile or load refused the module
-	statusBusy           = 8 // the child has no room for another call (a host bug)
-	statusStartFailed    = 9 // no instance could be started (message says why)
+	statusStartFailed    = 8 // no instance could be started (message says why)
 )
 
 var errBadFrame = errors.New("malformed sandbox frame")

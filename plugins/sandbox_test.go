@@ -400,8 +400,8 @@ func TestNulBytesInLogsAndMessages(t *testing.T) {
 // every kind of call-time attack at (and beyond) its concurrency cap: the
 // bystander's p99 under attack stays within 2x of its p99 without, both
 // measured here, in alternating windows so that the rest of the machine's
-// load weighs on both alike. The host's own memory stays within its budget
-// meanwhile.
+// load weighs on both alike (~3,000 calls each). The host's own memory stays
+// within its budget meanwhile.
 func TestAttackDoesNotSlowOtherTenants(t *testing.T) {
 	h := newTestHost(t, nil)
 	good := mustLoad(t, h, "good", "good.wasm", validateManifest("good", 0))
@@ -448,13 +448,17 @@ func TestAttackDoesNotSlowOtherTenants(t *testing.T) {
 
 	// Windows of 400 ms, attack off and on in turn; samples in the first
 	// 150 ms of a window are dropped (calls of the previous phase may still
-	// run then).
+	// run then). The p99 of each window is taken, and the median of those
+	// compared, so that a burst of other load on this shared machine during
+	// one window does not decide the outcome.
 	const window, settle = 400 * time.Millisecond, 150 * time.Millisecond
-	var quiet, attacked []time.Duration
+	var quiet, attacked []time.Duration       // all samples
+	var quietP99, attackedP99 []time.Duration // per window
 	for w := 0; w < 30; w++ {
 		on := w%2 == 1
 		attacking.Store(on)
 		begin := time.Now()
+		var samples []time.Duration
 		for time.Since(begin) < window {
 			start := time.Now()
 			inv, err := h.Call(context.Background(), good, "bystander", "project.validate", []byte(`{}`))
@@ -466,19 +470,22 @@ func TestAttackDoesNotSlowOtherTenants(t *testing.T) {
 				t.Fatalf("bystander result %+v, %v", res, err)
 			}
 			if start.Sub(begin) >= settle {
-				if on {
-					attacked = append(attacked, d)
-				} else {
-					quiet = append(quiet, d)
-				}
+				samples = append(samples, d)
 			}
 			time.Sleep(500 * time.Microsecond)
 		}
+		if on {
+			attacked = append(attacked, samples...)
+			attackedP99 = append(attackedP99, percentile(samples, 99))
+		} else {
+			quiet = append(quiet, samples...)
+			quietP99 = append(quietP99, percentile(samples, 99))
+		}
 	}
 	attacking.Store(false)
-	pq, pa := percentile(quiet, 99), percentile(attacked, 99)
-	t.Logf("bystander: %d calls quiet: p50 %v p99 %v; %d calls under attack: p50 %v p99 %v (%d attack calls)",
-		len(quiet), percentile(quiet, 50), pq, len(attacked), percentile(attacked, 50), pa, attackCalls.Load())
+	pq, pa := percentile(quietP99, 50), percentile(attackedP99, 50)
+	t.Logf("bystander: %d calls quiet: p50 %v p99 %v (median of windows %v); %d calls under attack: p50 %v p99 %v (median of windows %v); %d attack calls",
+		len(quiet), percentile(quiet, 50), percentile(quiet, 99), pq, len(attacked), percentile(attacked, 50), percentile(attacked, 99), pa, attackCalls.Load())
 	if attackCalls.Load() < 50 {
 		t.Errorf("only %d attack calls ran", attackCalls.Load())
 	}
