@@ -142,6 +142,28 @@ func TestCompileBudgets(t *testing.T) {
 		wantInvalid(t, err, "needs more than the limit of 1s of CPU time")
 		t.Logf("refused after %v: %v", time.Since(start), err)
 	})
+	t.Run("LargestModule", func(t *testing.T) {
+		// 8 MiB of functions nested as deep as allowed: the most compile
+		// work the structural limits admit in one shape. It answers within
+		// the stated bound, accepted or refused for its CPU time.
+		m := abiModule(i64Const(allowResult))
+		body := nestedBlocks(LimitNestingDepth - 1)
+		for size := 0; size+len(body) < DefaultMaxModuleBytes-1024; size += len(body) + 4 {
+			m.function(nil, nil, nil, body)
+		}
+		big := m.bytes()
+		h := newTestHost(t, nil)
+		start := time.Now()
+		_, err := h.LoadFor(context.Background(), "tenant", "big", big, validateManifest("big", 0))
+		elapsed := time.Since(start)
+		t.Logf("%d bytes: %v after %v", len(big), err, elapsed)
+		if err != nil {
+			wantInvalid(t, err, "needs more than the limit of 8s of CPU time")
+		}
+		if bound := h.opts.CompileTimeout + loadOverhead + initTimeoutFloor; elapsed > bound {
+			t.Errorf("answered after %v, bound %v", elapsed, bound)
+		}
+	})
 	t.Run("WallClock", func(t *testing.T) {
 		h := newTestHost(t, &Options{CompileTimeout: 300 * time.Millisecond})
 		start := time.Now()
@@ -201,7 +223,7 @@ func TestCompileBombsDoNotBlockOtherTenants(t *testing.T) {
 	}
 	for _, err := range bombErrs {
 		if err != nil {
-			wantInvalid(t, err, "of CPU time")
+			wantInvalid(t, err, "needs more than the limit of 3s of CPU time")
 		}
 	}
 }
