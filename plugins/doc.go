@@ -1,13 +1,16 @@
-// Package plugins runs customer WebAssembly plugins: it validates and
-// compiles uploaded modules, keeps a bounded pool of sandboxed instances per
-// plugin version, dispatches validation and notification hooks to them, and
-// delivers the webhooks that notification hooks ask for.
+// Package plugins runs customer WebAssembly plugins: it checks and compiles
+// uploaded modules, runs each plugin version in a sandbox process holding a
+// bounded pool of instances, dispatches validation and notification hooks to
+// them, and delivers the webhooks that notification hooks ask for.
 //
 // The contract with plugin authors (exports, memory passing, JSON shapes,
 // limits) is plugins/ABI.md; plugins/pdk implements the guest side for Go.
 //
 // What this package must never do:
 //
+//   - compile a module or run guest code in the host process: modules are
+//     checked by precheck (bounded, linear) and compiled and run only in
+//     sandbox children (sandbox_*.go) with OS limits and a watchdog;
 //   - give a plugin a filesystem, the process environment, arguments, a
 //     socket or any host function other than promanage.log and the WASI
 //     preview1 calls a Go reactor needs (see allowedWASI);

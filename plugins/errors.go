@@ -8,12 +8,16 @@ import "errors"
 // been discarded, and the caller applies the plugin's failure policy.
 var (
 	// ErrTimeout: the call did not finish before its deadline (the hook's
-	// timeout or the caller's context, whichever came first).
+	// timeout or the caller's context, whichever came first); if its
+	// sandbox process did not answer by the deadline plus WatchdogSlack, the
+	// process was killed.
 	ErrTimeout = errors.New("plugin call timed out")
 	// ErrTrap: the guest trapped (unreachable, out-of-bounds access, stack
-	// exhaustion, ...), exited, or broke the ABI (bad pointers).
+	// exhaustion, ...), exited, broke the ABI (bad pointers), failed to
+	// start an instance, or its sandbox process died.
 	ErrTrap = errors.New("plugin trapped")
-	// ErrMemoryLimit: the guest failed after exhausting its memory cap.
+	// ErrMemoryLimit: the guest failed after exhausting its memory cap, or
+	// its sandbox process ran out of its address space.
 	ErrMemoryLimit = errors.New("plugin exceeded its memory limit")
 	// ErrOutputTooLarge: the guest returned more than MaxOutputBytes.
 	ErrOutputTooLarge = errors.New("plugin output too large")
@@ -37,9 +41,11 @@ var (
 )
 
 // InvalidModuleError is returned by Host.Load for any module that cannot be
-// accepted: too large, not WebAssembly, fails to compile, imports something
-// outside the ABI, lacks a required export, declares too much memory, or
-// fails to initialise. The API answers 422 with Reason.
+// accepted: too large, not WebAssembly, over a structural limit (Reason
+// names it), fails to compile or needs more compile CPU than allowed,
+// imports something outside the ABI (Reason names the import), lacks a
+// required export, declares too much memory, or fails to initialise. The
+// API answers 422 with Reason.
 type InvalidModuleError struct {
 	Reason string
 }

@@ -36,7 +36,7 @@ func TestLoadRejectsInvalidModules(t *testing.T) {
 		{"ImportsPathOpen", testdata(t, "import_path_open.wasm"), "path_open is not allowed"},
 		{"ImportsSockAccept", testdata(t, "import_sock_accept.wasm"), "sock_accept is not allowed"},
 		{"ImportsUnknownModule", testdata(t, "import_unknown.wasm"), "env.system is not allowed"},
-		{"HugeMemory", testdata(t, "huge_memory.wasm"), "over limit"},
+		{"HugeMemory", testdata(t, "huge_memory.wasm"), "memory minimum is 1024 pages, the limit is 256"},
 		{"NoHandle", testdata(t, "no_handle.wasm"), "pm_handle"},
 		{"InitNeverReturns", testdata(t, "init_loop.wasm"), "instantiate"},
 	}

@@ -1,18 +1,22 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/promanage/promanage/core"
 )
@@ -76,18 +80,25 @@ func (r *Registry) record(tenantID, pluginID uuid.UUID, version int, hook string
 	}
 	if result != nil {
 		if b, err := json.Marshal(result); err == nil {
-			s := string(b)
-			row.Result = &s
+			if b, ok := sanitizeJSON(b); ok {
+				s := string(b)
+				row.Result = &s
+			}
 		}
 	}
 	if inv != nil {
 		row.DurationUS = inv.Duration.Microseconds()
 		if len(inv.Logs) > 0 {
-			if b, err := json.Marshal(inv.Logs); err == nil {
+			logs := make([]string, len(inv.Logs))
+			for i, l := range inv.Logs {
+				logs[i] = sanitizeText(l)
+			}
+			if b, err := json.Marshal(logs); err == nil {
 				row.Logs = string(b)
 			}
 		}
 	}
+	row.Message, row.Error = sanitizeText(row.Message), sanitizeText(row.Error)
 	r.opts.Metrics.observe(hook, row.Outcome, inv, dryRun)
 	r.rec.add(row)
 }
@@ -175,12 +186,7 @@ func (rc *recorder) run() {
 		if len(batch) == 0 {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := rc.db.WithContext(ctx).Table("public.plugin_invocations").CreateInBatches(batch, recorderBatch).Error
-		cancel()
-		if err != nil {
-			slog.Error("write plugin invocation records", "count", len(batch), "err", err)
-		}
+		rc.write(batch)
 		batch = batch[:0]
 	}
 	drain := func() {
@@ -214,6 +220,76 @@ func (rc *recorder) run() {
 			return
 		}
 	}
+}
+
+// write inserts a batch in one statement; if that fails, it inserts the
+// rows one by one, so one row PostgreSQL refuses never loses the others
+// (other tenants' records among them). Rows are idempotent by id.
+func (rc *recorder) write(batch []invocationRow) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	insert := func(rows any) error {
+		return rc.db.WithContext(ctx).Table("public.plugin_invocations").Clauses(clause.OnConflict{DoNothing: true}).Create(rows).Error
+	}
+	err := insert(batch)
+	if err == nil || len(batch) == 1 {
+		if err != nil {
+			slog.Error("write plugin invocation record", "id", batch[0].ID, "tenant_id", batch[0].TenantID, "err", err)
+		}
+		return
+	}
+	failed := 0
+	for i := range batch {
+		if err := insert(&batch[i]); err != nil {
+			failed++
+			slog.Error("write plugin invocation record", "id", batch[i].ID, "tenant_id", batch[i].TenantID, "err", err)
+		}
+	}
+	slog.Warn("plugin invocation batch refused; rows written one by one", "count", len(batch), "failed", failed, "batch_err", err)
+}
+
+// sanitizeText makes s storable in a PostgreSQL text column and readable:
+// valid UTF-8, without NUL (which PostgreSQL refuses in text).
+func sanitizeText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	}
+	return s
+}
+
+// sanitizeJSON re-encodes a JSON document with every string (and key)
+// sanitized: jsonb refuses \u0000 even escaped. Numbers keep their text.
+// ok is false when b is not JSON.
+func sanitizeJSON(b []byte) ([]byte, bool) {
+	if !bytes.Contains(b, []byte(`\u0000`)) && utf8.Valid(b) {
+		return b, true
+	}
+	var v any
+	if err := unmarshalNumbers(b, &v); err != nil {
+		return nil, false
+	}
+	out, err := json.Marshal(sanitizeValue(v))
+	return out, err == nil
+}
+
+func sanitizeValue(v any) any {
+	switch x := v.(type) {
+	case string:
+		return sanitizeText(x)
+	case []any:
+		for i := range x {
+			x[i] = sanitizeValue(x[i])
+		}
+		return x
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[sanitizeText(k)] = sanitizeValue(e)
+		}
+		return out
+	}
+	return v
 }
 
 // InvocationInfo is one invocation record as the API shows it.

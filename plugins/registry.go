@@ -201,7 +201,7 @@ func (r *Registry) Upload(ctx context.Context, tenantID uuid.UUID, actor core.Ac
 		return nil, false, err
 	}
 	key := versionID.String()
-	if _, err := r.host.Load(ctx, key, wasm, Manifest{Name: m.Name, Hooks: m.Hooks, TimeoutMS: m.TimeoutMS}); err != nil {
+	if _, err := r.host.LoadFor(ctx, tenantID.String(), key, wasm, Manifest{Name: m.Name, Hooks: m.Hooks, TimeoutMS: m.TimeoutMS}); err != nil {
 		return nil, false, invalidErr(err)
 	}
 	committed := false
@@ -640,7 +640,7 @@ func (r *Registry) plugin(ctx context.Context, tenantID uuid.UUID, name string, 
 	if len(mod.Module) == 0 {
 		return nil, fmt.Errorf("plugin %s: version %s: %w", name, versionID, ErrClosed)
 	}
-	p, err := r.host.Load(ctx, key, mod.Module, Manifest{Name: name, Hooks: hooks})
+	p, err := r.host.LoadFor(ctx, tenantID.String(), key, mod.Module, Manifest{Name: name, Hooks: hooks})
 	if err != nil {
 		return nil, err
 	}

@@ -68,6 +68,12 @@ type Config struct {
 	WriteQueueWait     time.Duration
 	PluginSlotWait     time.Duration
 	OutboxLease        time.Duration
+	// Plugin sandbox (issue 10): compilation budgets and sandbox processes.
+	PluginCompileCPU         time.Duration
+	PluginCompileTimeout     time.Duration
+	PluginMaxConcurrentLoads int
+	PluginMaxSandboxes       int
+	PluginSandboxMemoryMB    int
 }
 
 type setting struct {
@@ -118,7 +124,7 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_PLUGIN_NOTIFY_TIMEOUT", flag: "plugin-notify-timeout", def: "2s", help: "default deadline of a notification hook call", dur: &c.PluginNotifyTimeout},
 		{env: "PROMANAGE_PLUGIN_MAX_TIMEOUT", flag: "plugin-max-timeout", def: "5s", help: "largest timeout_ms a plugin manifest may ask for", dur: &c.PluginMaxTimeout},
 		{env: "PROMANAGE_PLUGIN_TENANT_CONCURRENCY", flag: "plugin-tenant-concurrency", def: "4", help: "plugin calls running at once per tenant", num: &c.PluginTenantConcurrency},
-		{env: "PROMANAGE_PLUGIN_MAX_CONCURRENT_CALLS", flag: "plugin-max-concurrent-calls", def: "16", help: "plugin calls running at once in the process, all tenants together", num: &c.PluginMaxConcurrentCalls},
+		{env: "PROMANAGE_PLUGIN_MAX_CONCURRENT_CALLS", flag: "plugin-max-concurrent-calls", def: "64", help: "plugin calls running at once in the process, all tenants together", num: &c.PluginMaxConcurrentCalls},
 		{env: "PROMANAGE_DB_ACQUIRE_TIMEOUT", flag: "db-acquire-timeout", def: "3s", help: "how long an operation waits for a free database connection before it answers 503", dur: &c.DBAcquireTimeout},
 		{env: "PROMANAGE_DB_STATEMENT_TIMEOUT", flag: "db-statement-timeout", def: "15s", help: "statement_timeout of the pool's sessions (0 = server default)", dur: &c.DBStatementTimeout},
 		{env: "PROMANAGE_DB_LOCK_TIMEOUT", flag: "db-lock-timeout", def: "3s", help: "lock_timeout of the pool's sessions: longest wait for a row or advisory lock before 503 (0 = server default)", dur: &c.DBLockTimeout},
@@ -126,6 +132,11 @@ func (c *Config) settings() []setting {
 		{env: "PROMANAGE_WRITE_QUEUE_WAIT", flag: "write-queue-wait", def: "3s", help: "how long a validated expense waits for its turn on a busy project in this process before it answers 503", dur: &c.WriteQueueWait},
 		{env: "PROMANAGE_PLUGIN_SLOT_WAIT", flag: "plugin-slot-wait", def: "3s", help: "how long a plugin call waits for a free call slot (tenant and process caps) before a fail_closed validation answers 503", dur: &c.PluginSlotWait},
 		{env: "PROMANAGE_OUTBOX_LEASE", flag: "outbox-lease", def: "60s", help: "how long a worker's claim of an outbox event is exclusive; a crashed worker's events are retried after it", dur: &c.OutboxLease},
+		{env: "PROMANAGE_PLUGIN_COMPILE_CPU", flag: "plugin-compile-cpu", def: "8s", help: "CPU time a plugin module's compilation may take; a module needing more is refused (422)", dur: &c.PluginCompileCPU},
+		{env: "PROMANAGE_PLUGIN_COMPILE_TIMEOUT", flag: "plugin-compile-timeout", def: "30s", help: "wall-clock time of a compilation; past it the upload answers 503 (machine too busy)", dur: &c.PluginCompileTimeout},
+		{env: "PROMANAGE_PLUGIN_MAX_CONCURRENT_LOADS", flag: "plugin-max-concurrent-loads", def: "4", help: "plugin compilations at once in the process (one per tenant)", num: &c.PluginMaxConcurrentLoads},
+		{env: "PROMANAGE_PLUGIN_MAX_SANDBOXES", flag: "plugin-max-sandboxes", def: "64", help: "plugin sandbox processes (one per loaded plugin version) per process", num: &c.PluginMaxSandboxes},
+		{env: "PROMANAGE_PLUGIN_SANDBOX_MEMORY_MB", flag: "plugin-sandbox-memory-mb", def: "1024", help: "address space a plugin sandbox process may use beyond its runtime's start, in MiB", num: &c.PluginSandboxMemoryMB},
 		{env: "PROMANAGE_PLUGIN_CACHE_TTL", flag: "plugin-cache-ttl", def: "2s", help: "how long a process trusts its cached list of a tenant's plugins (other replicas see a change within it)", dur: &c.PluginCacheTTL},
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/promanage/promanage/api"
 	"github.com/promanage/promanage/internal/contract"
+	"github.com/promanage/promanage/plugins"
 )
 
 // Every response of a server the tests start (server()) is checked against
@@ -34,10 +35,12 @@ var (
 	contracts sync.Map // host:port -> *testing.T
 )
 
-// TestMain runs the binary as the fault run's worker when asked to, and
-// otherwise checks every response of the servers the tests start against the
-// OpenAPI document.
+// TestMain lets the plugin host re-execute this test binary as its sandbox
+// child (as the promanage binary does with `promanage plugin-sandbox`) and
+// the fault run as its worker process; otherwise it checks every response of
+// the servers the tests start against the OpenAPI document.
 func TestMain(m *testing.M) {
+	plugins.SandboxMain()
 	runChaosWorker()
 	spec, _, err := api.Spec()
 	if err == nil {

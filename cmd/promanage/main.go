@@ -21,6 +21,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/promanage/promanage/plugins"
 )
 
 // Set at build time with -ldflags "-X main.version=... -X main.revision=...".
@@ -30,6 +32,9 @@ var (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == plugins.SandboxArg {
+		os.Exit(NewMain(os.Stdout, os.Stderr).runSandbox(os.Args[2:]))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	m := NewMain(os.Stdout, os.Stderr)

@@ -15,19 +15,28 @@ import (
 
 const pluginUsage = `usage: promanage plugin run --hook <hook> [--config cfg.json] [--manifest manifest.json]
                             [--tenant slug] [--input event.json] [--json] module.wasm < event.json
+       promanage plugin limits [--json]
 
-Runs one hook of a plugin locally exactly as the server would (same sandbox,
-limits and deadline, from the PROMANAGE_PLUGIN_* settings) and prints the
-result, the duration and the logs. The input (stdin, or --input) is, for a
-validation hook, a complete input, or {"operation","input","current","project"},
-or just the entity (taken as a create); for a notification hook, the event
-({"id","type","occurred_at","data"}). Exit status 1 when the plugin fails.
+run: runs one hook of a plugin locally exactly as the server would (the same
+checks of the module, the same sandbox processes, limits and deadline, from
+the PROMANAGE_PLUGIN_* settings) and prints the result, the duration and the
+logs; a module over a limit is refused with the limit named. The input
+(stdin, or --input) is, for a validation hook, a complete input, or
+{"operation","input","current","project"}, or just the entity (taken as a
+create); for a notification hook, the event ({"id","type","occurred_at","data"}).
+Exit status 1 when the plugin fails.
+
+limits: prints every limit in force with these settings (plugins/ABI.md
+section 5 states the defaults).
 `
 
 // maxCLIInput bounds what `plugin run` reads from stdin or --input.
 const maxCLIInput = 8 << 20
 
 func (m *Main) runPlugin(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "limits" {
+		return m.pluginLimits(args[1:])
+	}
 	if len(args) == 0 || args[0] != "run" {
 		fmt.Fprint(m.Stderr, pluginUsage)
 		return flag.ErrHelp
@@ -118,6 +127,27 @@ func (m *Main) runPlugin(ctx context.Context, args []string) error {
 	}
 	if runErr != nil {
 		return fmt.Errorf("plugin run: %w", runErr)
+	}
+	return nil
+}
+
+// pluginLimits prints the limits `plugin run` and the server enforce with
+// the current settings.
+func (m *Main) pluginLimits(args []string) error {
+	var asJSON bool
+	if _, err := m.flags("plugin limits", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print a JSON array")
+	}); err != nil {
+		return err
+	}
+	limits := plugins.Limits(m.Config.pluginOptions())
+	if asJSON {
+		enc := json.NewEncoder(m.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(limits)
+	}
+	for _, l := range limits {
+		fmt.Fprintf(m.Stdout, "%-45s %s\n", strings.ReplaceAll(l.Name, "`", ""), l.Value)
 	}
 	return nil
 }

@@ -244,7 +244,7 @@ func mustMe(t *testing.T, c client) string {
 // the dependency gauge says so.
 func TestKratosDownFailsClosed(t *testing.T) {
 	u := testenv.SignUp(t, "kratos-down")
-	base := server(t, "-kratos-public-url", "http://127.0.0.1:1")
+	base, metricsBase := runWithMetrics(t, "serve", testenv.DatabaseURL(), "-kratos-public-url", "http://127.0.0.1:1")
 	c := client{t: t, base: base, token: u.Token}
 	r := c.want(503, "GET", "/v1/me", nil)
 	if r.json(t)["code"] != "unavailable" || r.Header.Get("Retry-After") == "" {
@@ -256,9 +256,11 @@ func TestKratosDownFailsClosed(t *testing.T) {
 	if checks := body["checks"].(map[string]any); checks["kratos"] != "unavailable" || checks["postgres"] != "ok" || body["status"] != "degraded" {
 		t.Fatalf("readyz: %s", r.Body)
 	}
-	r = anon.want(200, "GET", "/metrics", nil)
-	if !strings.Contains(string(r.Body), `promanage_dependency_up{dependency="kratos"} 0`) ||
-		!strings.Contains(string(r.Body), `promanage_dependency_up{dependency="postgres"} 1`) {
-		t.Fatalf("dependency gauges missing from /metrics")
+	m := scrapeMetrics(t, metricsBase)
+	if v, ok := m[`promanage_dependency_up{dependency="kratos"}`]; !ok || v != 0 {
+		t.Fatalf("kratos dependency gauge: %v (present %v)", v, ok)
+	}
+	if v, ok := m[`promanage_dependency_up{dependency="postgres"}`]; !ok || v != 1 {
+		t.Fatalf("postgres dependency gauge: %v (present %v)", v, ok)
 	}
 }

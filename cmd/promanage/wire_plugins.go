@@ -54,6 +54,11 @@ func (c *Config) pluginOptions() *plugins.Options {
 		ValidateTimeout:    c.PluginValidateTimeout,
 		NotifyTimeout:      c.PluginNotifyTimeout,
 		MaxTimeout:         c.PluginMaxTimeout,
+		MaxConcurrentLoads: c.PluginMaxConcurrentLoads,
+		CompileCPU:         c.PluginCompileCPU,
+		CompileTimeout:     c.PluginCompileTimeout,
+		MaxSandboxes:       c.PluginMaxSandboxes,
+		SandboxMemoryMB:    c.PluginSandboxMemoryMB,
 	}
 }
 
@@ -62,9 +67,10 @@ func (c *Config) pluginAllowPrivate() bool {
 	return ok
 }
 
-// plugins returns the app's plugin registry, creating the wazero host on
-// first use (compilation cache in <data-dir>/wasm-cache, in memory if that
-// directory cannot be used).
+// plugins returns the app's plugin registry, creating the plugin host on
+// first use (compilation cache shared by its sandbox processes in
+// <data-dir>/wasm-cache, or in a temporary directory if that one cannot be
+// used).
 func (a *app) plugins() *plugins.Registry {
 	ps := &a.pluginSys
 	ps.once.Do(func() {
@@ -72,7 +78,7 @@ func (a *app) plugins() *plugins.Registry {
 		opts := a.cfg.pluginOptions()
 		host, err := plugins.NewHost(ctx, opts)
 		if err != nil {
-			slog.Warn("plugin compilation cache unavailable; caching compiled plugins in memory only", "dir", opts.CacheDir, "err", err)
+			slog.Warn("plugin compilation cache unavailable; caching compiled plugins in a temporary directory", "dir", opts.CacheDir, "err", err)
 			opts.CacheDir = ""
 			if host, err = plugins.NewHost(ctx, opts); err != nil {
 				// Only a broken runtime gets here; plugins then fail like
