@@ -99,7 +99,10 @@ func NewRegistry(db *gorm.DB, host *Host, deliverer *Deliverer, opts *RegistryOp
 	if o.SlotWait <= 0 {
 		o.SlotWait = defaultSlotWait
 	}
-	ho := host.Options()
+	ho := (*Options)(nil).withDefaults() // a registry without a host (tests of the records) runs nothing
+	if host != nil {
+		ho = host.Options()
+	}
 	return &Registry{db: db, host: host, deliverer: deliverer, opts: o, rec: newRecorder(db), secrets: secrets,
 		slots:   newCallSlots(ho.TenantConcurrency, ho.MaxConcurrentCalls, o.SlotWait),
 		tenants: map[uuid.UUID]*tenantEntry{}}
