@@ -244,6 +244,15 @@ func TestPolicyRejectsMutations(t *testing.T) {
 			c.Resources.Limits[corev1.ResourceMemory] = resource.MustParse("512Mi")
 			return m
 		}},
+		{"SandboxesBeyondContainerLimit", "resources.gomemlimit", func(m Manifests) Manifests {
+			c := &deploy(m, "promanage-worker").Spec.Template.Spec.Containers[0]
+			for i := range c.Env {
+				if c.Env[i].Name == "PROMANAGE_PLUGIN_MAX_SANDBOXES" {
+					c.Env[i].Value = "64"
+				}
+			}
+			return m
+		}},
 		{"NoZoneSpread", "spread.zone", func(m Manifests) Manifests {
 			d := deploy(m, "promanage-api")
 			d.Spec.Template.Spec.TopologySpreadConstraints = d.Spec.Template.Spec.TopologySpreadConstraints[1:]

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -249,8 +250,10 @@ func (c *checker) container(cid string, ctr corev1.Container, psc *corev1.PodSec
 		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && !slices.Contains(SecretNames, e.ValueFrom.SecretKeyRef.Name) {
 			c.add(cid, "secret.unknown", "references Secret %s, not one of %v", e.ValueFrom.SecretKeyRef.Name, SecretNames)
 		}
+	}
+	for _, e := range ctr.Env {
 		if e.Name == "GOMEMLIMIT" {
-			c.goMemLimit(cid, e.Value, r)
+			c.goMemLimit(cid, e.Value, sandboxes(ctr), r)
 		}
 	}
 	for _, ef := range ctr.EnvFrom {
@@ -260,19 +263,49 @@ func (c *checker) container(cid string, ctr corev1.Container, psc *corev1.PodSec
 	}
 }
 
-// goMemLimit: the Go soft memory limit must leave headroom below the container limit.
-func (c *checker) goMemLimit(cid, v string, r corev1.ResourceRequirements) {
+// SandboxResidentBytes is what one plugin sandbox process holds of its own
+// (a Go plugin's, measured by the plugins package's hostile suite: ~36 MiB;
+// the binary's pages are shared). Sandboxes are child processes in the same
+// container, so they count against its memory limit.
+const SandboxResidentBytes = 40 << 20
+
+// sandboxes is the container's PROMANAGE_PLUGIN_MAX_SANDBOXES (0 when unset:
+// a container that runs no plugins, such as the migration Job, must not set
+// it; api and worker set it next to GOMEMLIMIT).
+func sandboxes(ctr corev1.Container) int64 {
+	for _, e := range ctr.Env {
+		if e.Name == "PROMANAGE_PLUGIN_MAX_SANDBOXES" {
+			n, err := strconv.ParseInt(e.Value, 10, 64)
+			if err != nil || n < 0 {
+				return -1
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// goMemLimit: the Go soft memory limit plus the plugin sandboxes' memory
+// must leave headroom below the container limit, and the Go heap must get
+// most of what the sandboxes leave.
+func (c *checker) goMemLimit(cid, v string, sandboxes int64, r corev1.ResourceRequirements) {
 	q, err := resource.ParseQuantity(strings.TrimSuffix(strings.TrimSuffix(v, "B"), "b"))
 	if err != nil {
 		c.add(cid, "resources.gomemlimit", "GOMEMLIMIT %q does not parse: %v", v, err)
+		return
+	}
+	if sandboxes < 0 {
+		c.add(cid, "resources.gomemlimit", "PROMANAGE_PLUGIN_MAX_SANDBOXES must be a non-negative integer")
 		return
 	}
 	lim, ok := r.Limits[corev1.ResourceMemory]
 	if !ok {
 		return
 	}
-	if q.Value() >= lim.Value()*95/100 || q.Value() < lim.Value()*60/100 {
-		c.add(cid, "resources.gomemlimit", "GOMEMLIMIT %s should be 60-95%% of the memory limit %s", v, lim.String())
+	sb := sandboxes * SandboxResidentBytes
+	if q.Value()+sb >= lim.Value()*95/100 || q.Value() < (lim.Value()-sb)*60/100 {
+		c.add(cid, "resources.gomemlimit", "GOMEMLIMIT %s plus %d plugin sandboxes (%d MiB each) should be 60-95%% of the memory limit %s",
+			v, sandboxes, SandboxResidentBytes>>20, lim.String())
 	}
 }
 
