@@ -392,7 +392,7 @@ func (rc *RedisCluster) WaitHealthy(t testing.TB, within time.Duration) time.Dur
 	t.Helper()
 	start := time.Now()
 	for {
-		ok, why := rc.healthy()
+		ok, why := rc.Healthy()
 		if ok {
 			return time.Since(start)
 		}
@@ -403,7 +403,9 @@ func (rc *RedisCluster) WaitHealthy(t testing.TB, within time.Duration) time.Dur
 	}
 }
 
-func (rc *RedisCluster) healthy() (bool, string) {
+// Healthy reports whether every live node reports cluster_state:ok and
+// every slot is served by a live master, and if not, why.
+func (rc *RedisCluster) Healthy() (bool, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, n := range rc.Nodes {
