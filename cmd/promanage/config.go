@@ -16,27 +16,22 @@ import (
 // PROMANAGE_* environment variable and may be overridden by a flag; README.md
 // documents them all (a test checks that the README names each one).
 type Config struct {
-	DatabaseURL string
-	RedisURL    string
-	// Scaling out (issue 15): a transaction pooler in front of PostgreSQL,
-	// the direct URL for what needs a session, and the statement mode.
-	DatabaseDirectURL string
-	DBPooler          string
-	DBStatementMode   string
-	BlobURL           string
-	KratosPublicURL   string
-	KratosAdminURL    string
-	HTTPAddr          string
-	MetricsAddr       string
-	DataDir           string
-	LogLevel          string
-	LogFormat         string
-	AllowedOrigins    string
-	SecretKey         string
-	ShutdownTimeout   time.Duration
-	DBMaxConns        int
-	TenantDeleteDays  int
-	MigrateParallel   int
+	DatabaseURL      string
+	RedisURL         string
+	BlobURL          string
+	KratosPublicURL  string
+	KratosAdminURL   string
+	HTTPAddr         string
+	MetricsAddr      string
+	DataDir          string
+	LogLevel         string
+	LogFormat        string
+	AllowedOrigins   string
+	SecretKey        string
+	ShutdownTimeout  time.Duration
+	DBMaxConns       int
+	TenantDeleteDays int
+	MigrateParallel  int
 	// Documents (issue 5): platform defaults of the per-tenant limits.
 	StorageQuotaBytes int
 	MaxFileBytes      int
@@ -75,6 +70,11 @@ type Config struct {
 	WriteQueueWait     time.Duration
 	PluginSlotWait     time.Duration
 	OutboxLease        time.Duration
+	// Scaling out (issue 15): a transaction pooler in front of PostgreSQL,
+	// the direct URL for what needs a session, and the statement mode.
+	DatabaseDirectURL string
+	DBPooler          string
+	DBStatementMode   string
 }
 
 type setting struct {
