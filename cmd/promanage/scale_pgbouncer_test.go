@@ -35,7 +35,7 @@ type scalePlan struct {
 
 func scalePlanFromEnv() scalePlan {
 	if os.Getenv("PROMANAGE_SCALE") == "long" {
-		return scalePlan{replicas: 4, workers: 2, clients: 32, tenants: 8, serverConns: 20, replicaConns: 20, duration: 45 * time.Second, direct: true}
+		return scalePlan{replicas: 4, workers: 2, clients: 32, tenants: 8, serverConns: 20, replicaConns: 10, duration: 30 * time.Second, direct: true}
 	}
 	return scalePlan{replicas: 3, workers: 2, clients: 8, tenants: 3, serverConns: 4, replicaConns: 8, duration: 8 * time.Second}
 }
