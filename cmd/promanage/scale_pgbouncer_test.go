@@ -314,6 +314,22 @@ func runScale(t *testing.T, plan scalePlan, pooled bool) scaleResult {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	if pooled {
+		// Export holds a session-level lock: it takes the direct URL, and
+		// refuses to run without one behind the pooler.
+		out := filepath.Join(dir, "export.tar.gz")
+		exportArgs := []string{"tenant", "export", "-slug", tenants[0].slug, "-out", out, "-data-dir", dir, "-log-level", "error"}
+		if err := NewMain(io.Discard, io.Discard).Run(ctx, append(exportArgs, common...)); err != nil {
+			t.Errorf("tenant export behind the pooler: %v", err)
+		} else if fi, err := os.Stat(out); err != nil || fi.Size() == 0 {
+			t.Errorf("tenant export wrote nothing: %v", err)
+		}
+		noDirect := append(append([]string{}, exportArgs...), "-database-url", appURL, "-db-pooler", "transaction", "-database-direct-url", "")
+		noDirect[5] = filepath.Join(dir, "refused.tar.gz")
+		if err := NewMain(io.Discard, io.Discard).Run(ctx, noDirect); err == nil || !strings.Contains(err.Error(), "PROMANAGE_DATABASE_DIRECT_URL") {
+			t.Errorf("tenant export through the pooler without a direct URL: %v, want a refusal naming PROMANAGE_DATABASE_DIRECT_URL", err)
+		}
+	}
 	for i, exited := range workersExited {
 		select {
 		case <-exited:
