@@ -37,7 +37,7 @@ func scalePlanFromEnv() scalePlan {
 	if os.Getenv("PROMANAGE_SCALE") == "long" {
 		return scalePlan{replicas: 4, workers: 2, clients: 32, tenants: 8, serverConns: 20, replicaConns: 10, duration: 30 * time.Second, direct: true}
 	}
-	return scalePlan{replicas: 3, workers: 2, clients: 8, tenants: 3, serverConns: 4, replicaConns: 8, duration: 8 * time.Second}
+	return scalePlan{replicas: 3, workers: 2, clients: 6, tenants: 3, serverConns: 4, replicaConns: 8, duration: 6 * time.Second}
 }
 
 // The API, the worker and migrations behind PgBouncer in transaction mode
