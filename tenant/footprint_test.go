@@ -46,7 +46,9 @@ func TestTenantFootprint(t *testing.T) {
 	if _, err := ac.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ac.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)") })
+	t.Cleanup(func() {
+		ac.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	})
 	u.Path = "/" + name
 	db := openPoolAt(t, u.String(), &tenant.DBOptions{MaxOpenConns: 4})
 	if err := tenant.MigratePublic(ctx, db); err != nil {
