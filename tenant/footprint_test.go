@@ -42,12 +42,17 @@ func TestTenantFootprint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ac.Close(ctx)
-	if _, err := ac.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	_, err = ac.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	ac.Close(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ac.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		ctx := context.Background()
+		if ac, err := pgx.Connect(ctx, admin.String()); err == nil {
+			ac.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+			ac.Close(ctx)
+		}
 	})
 	u.Path = "/" + name
 	db := openPoolAt(t, u.String(), &tenant.DBOptions{MaxOpenConns: 4})
