@@ -88,17 +88,22 @@ func (iv *Invalidator) republish(ctx context.Context) int {
 		due[id] = first
 	}
 	iv.mu.Unlock()
+	given := 0
+	var lastErr error
 	for id, first := range due {
 		err := iv.publish(ctx, id)
 		if err != nil && time.Since(first) < republishWindow {
 			continue
 		}
 		if err != nil {
-			slog.WarnContext(ctx, "invalidation not published; the periodic reload covers it", "tenant_id", id, "err", err)
+			given, lastErr = given+1, err
 		}
 		iv.mu.Lock()
 		delete(iv.pending, id)
 		iv.mu.Unlock()
+	}
+	if given > 0 {
+		slog.WarnContext(ctx, "invalidations not published in time; the periodic reload covers them", "tenants", given, "err", lastErr)
 	}
 	iv.mu.Lock()
 	defer iv.mu.Unlock()
