@@ -79,8 +79,10 @@ func (iv *Invalidator) publish(ctx context.Context, tenantID uuid.UUID) error {
 	return iv.Redis.Publish(ctx, InvalidationChannel, tenantID.String()).Err()
 }
 
-// republish retries the failed publications once; it returns how many are
-// still waiting.
+// republish retries the failed publications, stopping at the first one
+// that fails again (one publication's timeout per round while Redis is
+// down, however many wait), and gives up on those older than
+// republishWindow; it returns how many are still waiting.
 func (iv *Invalidator) republish(ctx context.Context) int {
 	iv.mu.Lock()
 	due := make(map[uuid.UUID]time.Time, len(iv.pending))
@@ -88,15 +90,16 @@ func (iv *Invalidator) republish(ctx context.Context) int {
 		due[id] = first
 	}
 	iv.mu.Unlock()
-	given := 0
+	given, failing := 0, false
 	var lastErr error
 	for id, first := range due {
-		err := iv.publish(ctx, id)
-		if err != nil && time.Since(first) < republishWindow {
+		if time.Since(first) >= republishWindow {
+			given++ // every replica has reloaded it by now
+		} else if failing {
+			continue // Redis still fails: the next round tries again
+		} else if err := iv.publish(ctx, id); err != nil {
+			failing, lastErr = true, err
 			continue
-		}
-		if err != nil {
-			given, lastErr = given+1, err
 		}
 		iv.mu.Lock()
 		delete(iv.pending, id)
