@@ -47,7 +47,9 @@ type DBOptions struct {
 	AcquireTimeout time.Duration
 	// StatementTimeout, LockTimeout and IdleInTransactionTimeout are set on
 	// every session of the pool (statement_timeout, lock_timeout,
-	// idle_in_transaction_session_timeout). Zero leaves the server's default.
+	// idle_in_transaction_session_timeout) as startup parameters, or, behind
+	// a transaction pooler, must already be the server's (OpenDB checks
+	// both). Zero leaves the server's default.
 	StatementTimeout         time.Duration
 	LockTimeout              time.Duration
 	IdleInTransactionTimeout time.Duration
