@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 
-.PHONY: run build docs-assets test lint kratos plugins bench chaos deploy-check clean
+.PHONY: run build docs-assets test test-scale lint kratos plugins bench chaos deploy-check clean
 
 ## run: build everything and start Postgres (if needed), Kratos, the API and the worker
 run: build kratos
@@ -27,6 +27,15 @@ bin/kratos: tools/kratos/go.mod tools/kratos/go.sum
 ## test: the whole suite against real PostgreSQL, Redis, Kratos and blob servers
 test: kratos
 	bash scripts/test.sh
+
+## test-scale: the long runs past one machine (docs/SCALING.md): API replicas, workers and
+## migrations behind PgBouncer (20 server connections) beside the same load connected
+## directly, the Redis Cluster tests, the isolation suite through PgBouncer, and a
+## tenant's footprint over 500 tenants. Needs about 60 free PostgreSQL connections.
+test-scale: kratos
+	PROMANAGE_SCALE=long PKGS="./tenant/ ./rbac/ ./cmd/promanage/" \
+	  RUN='TestBehindPgBouncer|TestRedisCluster|TestIsolationThroughPgBouncer|TestTenantFootprint|TestInvalidator' \
+	  GOFLAGS=-v bash scripts/test.sh
 
 ## lint: vet, formatting, and govulncheck when available
 lint:

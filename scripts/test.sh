@@ -79,6 +79,16 @@ else
   echo "!!! $browser_note" >&2
 fi
 
+# PgBouncer (Debian's, 1.18 here) for the tests behind a transaction pooler; they
+# start their own on private ports. Missing and not installable: those tests fail
+# and say how to install it.
+if ! command -v pgbouncer >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y --no-install-recommends pgbouncer >.data/pgbouncer-install.log 2>&1 \
+      || { apt-get update >>.data/pgbouncer-install.log 2>&1 && apt-get install -y --no-install-recommends pgbouncer >>.data/pgbouncer-install.log 2>&1; } || true
+  fi
+fi
+
 if [ -x scripts/azurite.sh ] || [ -f scripts/azurite.sh ]; then
   bash scripts/azurite.sh || echo "azurite could not be installed: the Azure conformance tests will say so"
 fi

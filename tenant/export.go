@@ -106,11 +106,18 @@ var plainName = regexp.MustCompile(`^[A-Za-z0-9_]{1,63}$`)
 //
 // It runs on one connection taken from db's pool, through database/sql's
 // Conn.Raw, so it inherits the pool's settings (UTC time zone, TLS) and uses
-// no connection beyond the pool's bound.
+// no connection beyond the pool's bound. That connection must be a session
+// of its own: a pool opened behind a transaction pooler is refused.
 func (r *Registry) Export(ctx context.Context, slug string, opts *ExportOptions, emit ExportEmit) (*ExportSnapshot, error) {
 	var o ExportOptions
 	if opts != nil {
 		o = *opts
+	}
+	if !SessionsPinned(r.db) {
+		// The schema's lock is session-level: behind a transaction pooler
+		// it would stay on whichever server connection took it, blocking
+		// migrations of this tenant for as long as that connection lives.
+		return nil, fmt.Errorf("export tenant %s: needs a direct database connection (PROMANAGE_DATABASE_DIRECT_URL), not one through a transaction pooler", slug)
 	}
 	var schema string
 	err := r.db.WithContext(ctx).Raw("SELECT schema_name FROM public.tenants WHERE slug = ?", slug).Row().Scan(&schema)

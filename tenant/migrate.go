@@ -77,6 +77,9 @@ const publicLockKey = 7_000_001
 // several processes at once.
 func MigratePublic(ctx context.Context, db *gorm.DB) error {
 	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := liftTimeouts(tx); err != nil {
+			return fmt.Errorf("migrate public: %w", err)
+		}
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", publicLockKey).Error; err != nil {
 			return fmt.Errorf("migrate public: lock: %w", err)
 		}
@@ -104,6 +107,21 @@ func MigratePublic(ctx context.Context, db *gorm.DB) error {
 		}
 		return nil
 	})
+}
+
+// liftTimeouts lets a migration transaction wait as long as it must (for
+// another replica's lock on the schema, for the rewrite of a large table).
+// The migrate command opens its pool without session timeouts, but behind a
+// transaction pooler the server's sessions carry the role's, which are the
+// API's (docs/SCALING.md); lifting them transaction-locally keeps
+// migrations the same on every path, at one round trip per transaction.
+func liftTimeouts(tx *gorm.DB) error {
+	err := tx.Exec(`SELECT set_config('statement_timeout', '0', true), set_config('lock_timeout', '0', true),
+		set_config('idle_in_transaction_session_timeout', '0', true)`).Error
+	if err != nil {
+		return fmt.Errorf("lift timeouts: %w", err)
+	}
+	return nil
 }
 
 // applyTenantMigrations runs the migrations above from (up to target) inside
@@ -222,6 +240,9 @@ func (r *Registry) Migrate(ctx context.Context, opts *MigrateOptions) (*MigrateR
 func (r *Registry) migrateOne(ctx context.Context, id uuid.UUID, target int) error {
 	schema := SchemaName(id)
 	return r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := liftTimeouts(tx); err != nil {
+			return err
+		}
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", schema).Error; err != nil {
 			return fmt.Errorf("lock: %w", err)
 		}

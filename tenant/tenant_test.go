@@ -47,6 +47,26 @@ func projectNames(t *testing.T, db *gorm.DB, sc tenant.Scope) []string {
 	return names
 }
 
+// opener opens a pool of at most maxConns connections on the test database,
+// closed when the test ends: directly (direct), or through a transaction
+// pooler (pooler_test.go runs the isolation tests below both ways).
+type opener func(t *testing.T, maxConns int) *gorm.DB
+
+func direct(t *testing.T, maxConns int) *gorm.DB {
+	t.Helper()
+	return openPoolAt(t, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: maxConns})
+}
+
+func openPoolAt(t *testing.T, url string, opts *tenant.DBOptions) *gorm.DB {
+	t.Helper()
+	db, err := tenant.OpenDB(context.Background(), url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tenant.SQLDB(db).Close() })
+	return db
+}
+
 func onlyNamed(names []string, want string) bool {
 	for _, n := range names {
 		if n != want {
@@ -100,12 +120,11 @@ func TestProvisionCreatesSchemaAtLatestVersion(t *testing.T) {
 // A pool of ONE connection serving two tenants alternately: nothing of one
 // tenant's transaction (search_path) survives into the other's queries.
 func TestOneConnectionAlternatingTenants(t *testing.T) {
-	ctx := context.Background()
-	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tenant.SQLDB(db).Close() })
+	testOneConnectionAlternatingTenants(t, direct)
+}
+
+func testOneConnectionAlternatingTenants(t *testing.T, open opener) {
+	db := open(t, 1)
 	testenv.DB(t)
 	reg := tenant.NewRegistry(db, nil)
 	a, b := provision(t, reg, 0), provision(t, reg, 0)
@@ -130,12 +149,12 @@ func TestOneConnectionAlternatingTenants(t *testing.T) {
 
 // Two tenants hammered concurrently each see only their own rows.
 func TestConcurrentTenantsSeeOnlyTheirRows(t *testing.T) {
+	testConcurrentTenantsSeeOnlyTheirRows(t, direct)
+}
+
+func testConcurrentTenantsSeeOnlyTheirRows(t *testing.T, open opener) {
 	ctx := context.Background()
-	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tenant.SQLDB(db).Close() })
+	db := open(t, 4)
 	testenv.DB(t)
 	reg := tenant.NewRegistry(db, nil)
 	tenants := []*tenant.Tenant{provision(t, reg, 0), provision(t, reg, 0)}
@@ -185,12 +204,13 @@ func TestConcurrentTenantsSeeOnlyTheirRows(t *testing.T) {
 // A panic and a rollback in one tenant's transaction leave nothing behind
 // for the next tenant's query on the same (only) connection.
 func TestPanicAndRollbackThenOtherTenant(t *testing.T) {
+	testPanicAndRollbackThenOtherTenant(t, direct)
+}
+
+func testPanicAndRollbackThenOtherTenant(t *testing.T, open opener) {
 	ctx := context.Background()
-	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tenant.SQLDB(db).Close() })
+	db := open(t, 1)
+	var err error
 	testenv.DB(t)
 	reg := tenant.NewRegistry(db, nil)
 	a, b := provision(t, reg, 0), provision(t, reg, 0)
@@ -241,16 +261,14 @@ func TestPanicAndRollbackThenOtherTenant(t *testing.T) {
 // Two schemas at different versions (one has an extra column the other
 // lacks) are queried alternately on one connection; with the exec mode we
 // chose, no cached plan or description can go stale.
-func TestSchemasAtDifferentVersions(t *testing.T) {
+func TestSchemasAtDifferentVersions(t *testing.T) { testSchemasAtDifferentVersions(t, direct) }
+
+func testSchemasAtDifferentVersions(t *testing.T, open opener) {
 	ctx := context.Background()
 	testenv.DB(t)
 	extra := append(tenant.TenantMigrations(), tenant.Migration{Version: len(tenant.TenantMigrations()) + 1, Name: "9999_extra.sql",
 		SQL: "ALTER TABLE projects ADD COLUMN color text NOT NULL DEFAULT 'red'"})
-	db, err := tenant.OpenDB(ctx, testenv.DatabaseURL(), &tenant.DBOptions{MaxOpenConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tenant.SQLDB(db).Close() })
+	db := open(t, 1)
 	reg := tenant.NewRegistry(db, &tenant.Options{Migrations: extra})
 	oldT := provision(t, reg, len(extra)-1)
 	newT := provision(t, reg, len(extra))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +47,11 @@ type app struct {
 var outboxConsumers = []string{"notifications"}
 
 func openApp(ctx context.Context, cfg Config) (*app, error) {
-	db, err := tenant.OpenDB(ctx, cfg.DatabaseURL, cfg.dbOptions())
+	dbo, err := cfg.dbOptions()
+	if err != nil {
+		return nil, err
+	}
+	db, err := tenant.OpenDB(ctx, cfg.DatabaseURL, dbo)
 	if err != nil {
 		return nil, err
 	}
@@ -55,13 +61,10 @@ func openApp(ctx context.Context, cfg Config) (*app, error) {
 		return nil, err
 	}
 	if cfg.RedisURL != "" {
-		opt, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
+		if a.redis, err = openRedis(cfg.RedisURL); err != nil {
 			a.close()
-			return nil, fmt.Errorf("parse redis url: %w", err)
+			return nil, err
 		}
-		redisLogOnce.Do(func() { redis.SetLogger(redisLogger{}) })
-		a.redis = redis.NewClient(opt)
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		if err := a.redis.Ping(pctx).Err(); err != nil {
@@ -87,10 +90,30 @@ func openApp(ctx context.Context, cfg Config) (*app, error) {
 	return a, nil
 }
 
-// dbOptions are the pool's size and bounded waits from the configuration.
-func (c *Config) dbOptions() *tenant.DBOptions {
-	return &tenant.DBOptions{MaxOpenConns: c.DBMaxConns, AcquireTimeout: c.DBAcquireTimeout,
-		StatementTimeout: c.DBStatementTimeout, LockTimeout: c.DBLockTimeout, IdleInTransactionTimeout: c.DBIdleInTxTimeout}
+// dbOptions are the pool's size, bounded waits, statement mode and pooler
+// from the configuration.
+func (c *Config) dbOptions() (*tenant.DBOptions, error) {
+	o, err := c.connOptions()
+	if err != nil {
+		return nil, err
+	}
+	o.MaxOpenConns, o.AcquireTimeout = c.DBMaxConns, c.DBAcquireTimeout
+	o.StatementTimeout, o.LockTimeout, o.IdleInTransactionTimeout = c.DBStatementTimeout, c.DBLockTimeout, c.DBIdleInTxTimeout
+	return o, nil
+}
+
+// connOptions are the statement mode and the pooler, the options every
+// pool on PROMANAGE_DATABASE_URL takes (migrate's too).
+func (c *Config) connOptions() (*tenant.DBOptions, error) {
+	mode, err := tenant.ParseStatementMode(c.DBStatementMode)
+	if err != nil {
+		return nil, fmt.Errorf("PROMANAGE_DB_STATEMENT_MODE: %w", err)
+	}
+	pooler, err := tenant.ParsePooler(c.DBPooler)
+	if err != nil {
+		return nil, fmt.Errorf("PROMANAGE_DB_POOLER: %w", err)
+	}
+	return &tenant.DBOptions{StatementMode: mode, Pooler: pooler}, nil
 }
 
 func (a *app) close() {
@@ -180,6 +203,44 @@ func (a *app) checkSchema(ctx context.Context) error {
 		return fmt.Errorf("the database schema is not up to date: run `promanage migrate` first")
 	}
 	return nil
+}
+
+// clusterStateReload is how often a Redis Cluster client re-reads the slot
+// map while it is in use. go-redis re-reads it on MOVED and ASK answers but
+// not when a master stops answering, and its default is a minute: after a
+// failover, the keys of the failed master's slots (a third of rate limits,
+// cached sessions and idempotency keys on three masters) would fail for up
+// to that long. Reading it is one CLUSTER SLOTS per process per period.
+const clusterStateReload = 2 * time.Second
+
+// openRedis opens PROMANAGE_REDIS_URL: redis:// or rediss:// (one server,
+// go-redis' ParseURL), or redis+cluster:// or rediss+cluster:// (a Redis
+// Cluster: the URL's host and every addr= parameter are seed nodes, with
+// go-redis' ParseClusterURL options; the cluster has no database number).
+func openRedis(rawURL string) (redis.UniversalClient, error) {
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{}) })
+	for _, scheme := range []string{"redis", "rediss"} {
+		if rest, ok := strings.CutPrefix(rawURL, scheme+"+cluster://"); ok {
+			u, err := url.Parse(scheme + "://" + rest)
+			if err != nil {
+				return nil, fmt.Errorf("parse redis cluster url: %w", err)
+			}
+			if u.Path != "" && u.Path != "/" && u.Path != "/0" {
+				return nil, fmt.Errorf("parse redis cluster url: a Redis Cluster has only database 0, not %s", strings.TrimPrefix(u.Path, "/"))
+			}
+			opt, err := redis.ParseClusterURL(scheme + "://" + rest)
+			if err != nil {
+				return nil, fmt.Errorf("parse redis cluster url: %w", err)
+			}
+			opt.ClusterStateReloadInterval = clusterStateReload
+			return redis.NewClusterClient(opt), nil
+		}
+	}
+	opt, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse redis url: %w", err)
+	}
+	return redis.NewClient(opt), nil
 }
 
 var redisLogOnce sync.Once

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/promanage/promanage/tenant"
 )
 
 // Config is every setting of the binary. Each field is read from its
@@ -74,6 +76,11 @@ type Config struct {
 	PluginMaxConcurrentLoads int
 	PluginMaxSandboxes       int
 	PluginSandboxMemoryMB    int
+	// Scaling out (issue 15): a transaction pooler in front of PostgreSQL,
+	// the direct URL for what needs a session, and the statement mode.
+	DatabaseDirectURL string
+	DBPooler          string
+	DBStatementMode   string
 }
 
 type setting struct {
@@ -86,7 +93,10 @@ type setting struct {
 func (c *Config) settings() []setting {
 	return []setting{
 		{env: "PROMANAGE_DATABASE_URL", flag: "database-url", def: "postgres://postgres@127.0.0.1:5432/promanage?sslmode=disable", help: "PostgreSQL URL", str: &c.DatabaseURL},
-		{env: "PROMANAGE_REDIS_URL", flag: "redis-url", def: "", help: "Redis URL; empty runs with in-process equivalents (one replica only)", str: &c.RedisURL},
+		{env: "PROMANAGE_DATABASE_DIRECT_URL", flag: "database-direct-url", def: "", help: "PostgreSQL URL that reaches the server itself, not a transaction pooler, for what needs a session (the worker's LISTEN, tenant export's lock); empty: the database URL", str: &c.DatabaseDirectURL},
+		{env: "PROMANAGE_DB_POOLER", flag: "db-pooler", def: "none", help: "what is between ProManage and PostgreSQL: none, or transaction (PgBouncer with pool_mode=transaction: session timeouts come from the role and are checked, pooler-unsafe statement modes are refused)", str: &c.DBPooler},
+		{env: "PROMANAGE_DB_STATEMENT_MODE", flag: "db-statement-mode", def: "exec", help: "how statements are sent (pgx): cache_statement, cache_describe, describe_exec, exec or simple_protocol; behind a transaction pooler only exec, simple_protocol and cache_describe", str: &c.DBStatementMode},
+		{env: "PROMANAGE_REDIS_URL", flag: "redis-url", def: "", help: "Redis URL (redis://, rediss://), or redis+cluster://host:port?addr=host2:port&addr=... for a Redis Cluster; empty runs with in-process equivalents (one replica only)", str: &c.RedisURL},
 		{env: "PROMANAGE_BLOB_URL", flag: "blob-url", def: "", help: "document bucket URL (file://, mem://, s3://, gs://, azblob://); default file://<data-dir>/blobs", str: &c.BlobURL},
 		{env: "PROMANAGE_KRATOS_PUBLIC_URL", flag: "kratos-public-url", def: "http://127.0.0.1:4433", help: "Ory Kratos public API", str: &c.KratosPublicURL},
 		{env: "PROMANAGE_KRATOS_ADMIN_URL", flag: "kratos-admin-url", def: "http://127.0.0.1:4434", help: "Ory Kratos admin API", str: &c.KratosAdminURL},
@@ -182,6 +192,28 @@ func (c *Config) blobURL() string {
 }
 
 func (c *Config) origins() []string { return splitList(c.AllowedOrigins) }
+
+// directURL is the URL that reaches PostgreSQL itself.
+func (c *Config) directURL() string {
+	if c.DatabaseDirectURL != "" {
+		return c.DatabaseDirectURL
+	}
+	return c.DatabaseURL
+}
+
+// sessionURL is the URL for connections that need a session of their own
+// (LISTEN, session advisory locks): the direct URL. Behind a transaction
+// pooler it must be a different URL from the pooled one.
+func (c *Config) sessionURL() (string, error) {
+	pooler, err := tenant.ParsePooler(c.DBPooler)
+	if err != nil {
+		return "", err
+	}
+	if pooler == tenant.PoolerTransaction && (c.DatabaseDirectURL == "" || c.DatabaseDirectURL == c.DatabaseURL) {
+		return "", fmt.Errorf("PROMANAGE_DB_POOLER=transaction: LISTEN and session advisory locks do not work through a transaction pooler; set PROMANAGE_DATABASE_DIRECT_URL to PostgreSQL itself")
+	}
+	return c.directURL(), nil
+}
 
 // defaultConfig returns the settings as the environment and the defaults
 // give them, without flags.

@@ -126,7 +126,12 @@ func (m *Main) exportTenant(ctx context.Context, a *app, slug, out string) (err 
 	opts := &tenant.ExportOptions{TempDir: tempDir, Documents: func(ctx context.Context, snap *tenant.ExportSnapshot) error {
 		return exportBlobs(ctx, a.bucket, tw, snap, &man)
 	}}
-	snap, err := a.registry.Export(ctx, slug, opts, emit)
+	reg, closeReg, err := a.sessionRegistry(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeReg()
+	snap, err := reg.Export(ctx, slug, opts, emit)
 	if errors.Is(err, tenant.ErrNotFound) {
 		return fmt.Errorf("export tenant %s: no tenant with this slug (see promanage tenant list)", slug)
 	} else if err != nil {
@@ -258,4 +263,28 @@ func closeAll(steps ...func() error) error {
 		}
 	}
 	return nil
+}
+
+// sessionRegistry is a registry whose connections are sessions of their
+// own (the export holds a session-level advisory lock): the app's own when
+// its pool reaches PostgreSQL directly, otherwise one on a small pool of
+// PROMANAGE_DATABASE_DIRECT_URL with the app's settings.
+func (a *app) sessionRegistry(ctx context.Context) (*tenant.Registry, func(), error) {
+	u, err := a.cfg.sessionURL()
+	if err != nil {
+		return nil, nil, err
+	}
+	if u == a.cfg.DatabaseURL {
+		return a.registry, func() {}, nil
+	}
+	o, err := a.cfg.dbOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	o.MaxOpenConns, o.Pooler = 2, tenant.PoolerNone
+	db, err := tenant.OpenDB(ctx, u, o)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open direct database connection: %w", err)
+	}
+	return tenant.NewRegistry(db, nil), func() { tenant.SQLDB(db).Close() }, nil
 }

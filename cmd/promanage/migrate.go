@@ -16,7 +16,16 @@ func (m *Main) runMigrate(ctx context.Context, args []string) error {
 	}); err != nil {
 		return err
 	}
-	db, err := tenant.OpenDB(ctx, m.Config.DatabaseURL, &tenant.DBOptions{MaxOpenConns: m.Config.MigrateParallel + 2})
+	// No session timeouts: migrations wait for locks as long as they must
+	// (and lift the server's own timeouts, see tenant.MigratePublic). Through
+	// a transaction pooler too: they need no session (advisory locks are
+	// transaction-level).
+	o, err := m.Config.connOptions()
+	if err != nil {
+		return err
+	}
+	o.MaxOpenConns = m.Config.MigrateParallel + 2
+	db, err := tenant.OpenDB(ctx, m.Config.DatabaseURL, o)
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,12 @@ func (a *app) runWorker(ctx context.Context) error {
 			return fmt.Errorf("outbox consumer %q has no handler", name)
 		}
 	}
-	w := &core.OutboxWorker{DB: a.db, ListenURL: a.cfg.DatabaseURL, Consumers: consumers, Lease: a.cfg.OutboxLease}
+	// LISTEN needs a session: the direct URL, never a transaction pooler.
+	listenURL, err := a.cfg.sessionURL()
+	if err != nil {
+		return err
+	}
+	w := &core.OutboxWorker{DB: a.db, ListenURL: listenURL, Consumers: consumers, Lease: a.cfg.OutboxLease}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(ctx) })
 	for _, job := range concat(a.workJobs(), a.documentJobs(), a.pluginJobs(), a.accessJobs()) {
